@@ -1,0 +1,111 @@
+//! Balancing algorithms. Each backend owns one, chosen when its configuration is
+//! compiled; picks read it through a shared reference and never allocate.
+
+mod round_robin;
+
+pub(crate) use round_robin::RoundRobin;
+
+use crate::config::BackendSpec;
+use crate::pick::PickCtx;
+use crate::snapshot::Endpoint;
+
+/// The algorithm of one backend, with its per-process state.
+#[derive(Debug)]
+pub(crate) enum Algorithm {
+    RoundRobin(RoundRobin),
+}
+
+/// The algorithm ingress-nginx would select for a backend, by its precedence:
+/// cookie affinity, then `upstream-hash-by`, then `load-balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlgorithmKind {
+    RoundRobin,
+    Ewma,
+    Chash,
+    ChashSubset,
+    StickyBalanced,
+    StickyPersistent,
+}
+
+impl AlgorithmKind {
+    /// ingress-nginx's name of the algorithm.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlgorithmKind::RoundRobin => "round_robin",
+            AlgorithmKind::Ewma => "ewma",
+            AlgorithmKind::Chash => "chash",
+            AlgorithmKind::ChashSubset => "chashsubset",
+            AlgorithmKind::StickyBalanced => "sticky_balanced",
+            AlgorithmKind::StickyPersistent => "sticky_persistent",
+        }
+    }
+
+    /// Select as ingress-nginx's `balancer.lua` `get_implementation()` does. An
+    /// unknown `load-balance` name is reported so the caller can warn once.
+    pub(crate) fn select(spec: &BackendSpec) -> (AlgorithmKind, Option<String>) {
+        if spec.session_affinity.name == "cookie" {
+            let kind = if spec.session_affinity.mode == "persistent" {
+                AlgorithmKind::StickyPersistent
+            } else {
+                AlgorithmKind::StickyBalanced
+            };
+            return (kind, None);
+        }
+        if !spec.upstream_hash_by.hash_by.is_empty() {
+            let kind = if spec.upstream_hash_by.subset { AlgorithmKind::ChashSubset } else { AlgorithmKind::Chash };
+            return (kind, None);
+        }
+        match spec.load_balance.as_str() {
+            "" | "round_robin" => (AlgorithmKind::RoundRobin, None),
+            "ewma" => (AlgorithmKind::Ewma, None),
+            other => (
+                AlgorithmKind::RoundRobin,
+                Some(format!("backend \"{}\": unknown load-balance {other:?}, using round_robin", spec.name)),
+            ),
+        }
+    }
+}
+
+impl Algorithm {
+    /// Build the algorithm state of a backend. Kinds not implemented yet fall back to
+    /// round robin, with a warning for the operator.
+    pub(crate) fn build(kind: AlgorithmKind, endpoints: &[Endpoint], name: &str, warnings: &mut Vec<String>) -> Self {
+        if kind != AlgorithmKind::RoundRobin {
+            warnings.push(format!(
+                "backend \"{name}\": {} is not implemented yet, using round_robin",
+                kind.name()
+            ));
+        }
+        Algorithm::RoundRobin(RoundRobin::new(endpoints.len()))
+    }
+
+    /// Index of the endpoint to use, given the endpoints tried so far in this request.
+    /// `endpoints` is never empty.
+    #[inline]
+    pub(crate) fn pick(&self, endpoints: &[Endpoint], ctx: &PickCtx) -> usize {
+        match self {
+            Algorithm::RoundRobin(rr) => rr.pick(endpoints, ctx),
+        }
+    }
+}
+
+/// First index at or after `start` (wrapping) whose endpoint was not tried in this
+/// request; `start` itself when every endpoint was tried.
+#[inline]
+pub(crate) fn first_untried(endpoints: &[Endpoint], start: usize, ctx: &PickCtx) -> usize {
+    if ctx.attempts() == 0 {
+        return start;
+    }
+    let n = endpoints.len();
+    let mut i = start;
+    for _ in 0..n {
+        if !ctx.has_tried(endpoints[i].key) {
+            return i;
+        }
+        i += 1;
+        if i == n {
+            i = 0;
+        }
+    }
+    start
+}

@@ -1,0 +1,431 @@
+//! The controller's configuration model: the JSON array POSTed to
+//! `/configuration/backends`, with ingress-nginx's exact field names.
+//!
+//! Parsing is two-staged: the document is split into one raw JSON text per backend
+//! (so a backend whose text did not change can be reused without decoding it), then
+//! each changed backend is decoded into [`BackendSpec`] and validated. Unknown fields
+//! are ignored; `null` is treated as an absent field, as Go's encoder emits it. A
+//! field of the wrong type or an invalid value rejects the whole document.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{BackendLabel, ConfigError};
+
+/// Largest document accepted by [`crate::Core::apply_backends`], in bytes.
+pub const MAX_CONFIG_BYTES: usize = 48 * 1024 * 1024;
+
+/// One backend (`ingress.Backend` in the controller).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct BackendSpec {
+    pub name: String,
+    pub service: Option<ServiceSpec>,
+    /// The service port: a number or a port name (Kubernetes `IntOrString`).
+    pub port: Option<IntOrString>,
+    #[serde(rename = "sslPassthrough", deserialize_with = "null_default")]
+    pub ssl_passthrough: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub endpoints: Vec<EndpointSpec>,
+    #[serde(rename = "sessionAffinityConfig", deserialize_with = "null_default")]
+    pub session_affinity: SessionAffinityConfig,
+    #[serde(rename = "upstreamHashByConfig", deserialize_with = "null_default")]
+    pub upstream_hash_by: UpstreamHashByConfig,
+    #[serde(rename = "load-balance", deserialize_with = "null_default")]
+    pub load_balance: String,
+    #[serde(rename = "noServer", deserialize_with = "null_default")]
+    pub no_server: bool,
+    #[serde(rename = "trafficShapingPolicy", deserialize_with = "null_default")]
+    pub traffic_shaping_policy: TrafficShapingPolicy,
+    #[serde(rename = "alternativeBackends", deserialize_with = "null_default")]
+    pub alternative_backends: Vec<String>,
+}
+
+/// The part of the Kubernetes Service object the balancer reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ServiceSpec {
+    #[serde(deserialize_with = "null_default")]
+    pub spec: ServiceSpecInner,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ServiceSpecInner {
+    /// `ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalName`.
+    #[serde(rename = "type", deserialize_with = "null_default")]
+    pub service_type: String,
+}
+
+/// Kubernetes `IntOrString`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    Int(i64),
+    String(String),
+}
+
+/// One endpoint as the controller sends it: `{"address": "10.0.0.1", "port": "8080"}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct EndpointSpec {
+    #[serde(deserialize_with = "null_default")]
+    pub address: String,
+    /// A string in the controller's JSON; a JSON number is accepted too.
+    #[serde(deserialize_with = "port_text")]
+    pub port: String,
+}
+
+/// `sessionAffinityConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct SessionAffinityConfig {
+    /// Affinity type: `cookie` or empty.
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// `balanced` (default) or `persistent`.
+    #[serde(deserialize_with = "null_default")]
+    pub mode: String,
+    #[serde(rename = "cookieSessionAffinity", deserialize_with = "null_default")]
+    pub cookie: CookieSessionAffinity,
+}
+
+/// `cookieSessionAffinity`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct CookieSessionAffinity {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub expires: String,
+    #[serde(deserialize_with = "null_default")]
+    pub maxage: String,
+    /// Host → paths where the cookie may be set.
+    #[serde(deserialize_with = "null_default")]
+    pub locations: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(deserialize_with = "null_default")]
+    pub secure: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub path: String,
+    #[serde(deserialize_with = "null_default")]
+    pub domain: String,
+    #[serde(deserialize_with = "null_default")]
+    pub samesite: String,
+    #[serde(deserialize_with = "null_default")]
+    pub conditional_samesite_none: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub change_on_failure: bool,
+}
+
+/// `upstreamHashByConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct UpstreamHashByConfig {
+    #[serde(rename = "upstream-hash-by", deserialize_with = "null_default")]
+    pub hash_by: String,
+    #[serde(rename = "upstream-hash-by-subset", deserialize_with = "null_default")]
+    pub subset: bool,
+    #[serde(rename = "upstream-hash-by-subset-size", deserialize_with = "null_default")]
+    pub subset_size: u32,
+}
+
+/// `trafficShapingPolicy` of a canary (alternative) backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct TrafficShapingPolicy {
+    #[serde(deserialize_with = "null_default")]
+    pub weight: u32,
+    #[serde(rename = "weightTotal", deserialize_with = "null_default")]
+    pub weight_total: u32,
+    #[serde(deserialize_with = "null_default")]
+    pub header: String,
+    #[serde(rename = "headerValue", deserialize_with = "null_default")]
+    pub header_value: String,
+    #[serde(rename = "headerPattern", deserialize_with = "null_default")]
+    pub header_pattern: String,
+    #[serde(deserialize_with = "null_default")]
+    pub cookie: String,
+}
+
+/// Go encodes nil slices, maps and pointers as `null`: read it as the default.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An endpoint port: a JSON string (as the controller sends it) or a JSON integer.
+fn port_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct PortVisitor;
+    impl Visitor<'_> for PortVisitor {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a port number as a string, e.g. \"8080\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
+        }
+    }
+    d.deserialize_any(PortVisitor)
+}
+
+/// The document split into raw per-backend texts, borrowed from the input.
+pub(crate) fn split_document(json: &[u8]) -> Result<Vec<&RawValue>, ConfigError> {
+    if json.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { size: json.len(), limit: MAX_CONFIG_BYTES });
+    }
+    let text = std::str::from_utf8(json).map_err(|e| ConfigError::Utf8 { offset: e.valid_up_to() })?;
+    if text.trim().is_empty() {
+        return Err(ConfigError::Empty);
+    }
+    check_depth(json)?;
+    serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            ConfigError::Json(format!("expected a JSON array of backend objects ({e})"))
+        } else {
+            ConfigError::Json(e.to_string())
+        }
+    })
+}
+
+/// Deepest nesting of arrays and objects accepted. The controller's documents nest
+/// about 6 levels; the limit keeps hostile input from costing stack or time.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Reject documents nested deeper than [`MAX_JSON_DEPTH`], wherever the nesting is
+/// (fields the model ignores included). One pass, skipping string contents.
+fn check_depth(json: &[u8]) -> Result<(), ConfigError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, &b) in json.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ConfigError::Json(format!(
+                        "nested deeper than {MAX_JSON_DEPTH} levels at byte offset {offset}"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decode one backend's raw text, naming the backend and the field on error.
+pub(crate) fn decode_backend(raw: &RawValue, position: usize) -> Result<BackendSpec, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    match serde_path_to_error::deserialize::<_, BackendSpec>(&mut de) {
+        Ok(spec) => Ok(spec),
+        Err(err) => {
+            // Name the backend if its `name` is readable even though another field is not.
+            #[derive(Deserialize)]
+            struct NameOnly {
+                name: Option<serde_json::Value>,
+            }
+            let name = serde_json::from_str::<NameOnly>(raw.get()).ok().and_then(|n| match n.name {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+                _ => None,
+            });
+            let label = match &name {
+                Some(n) => BackendLabel::Name(n),
+                None => BackendLabel::Index(position),
+            };
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let field = if path == "." || path.is_empty() { "(backend)".to_owned() } else { path };
+            Err(ConfigError::field(&label, field, strip_position(&inner.to_string())))
+        }
+    }
+}
+
+/// serde_json appends " at line 1 column 42" to messages; the field path says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Validate an endpoint and turn it into a socket address. IPv6 may come bare or
+/// bracketed; the port must be a decimal number in 1–65535.
+pub(crate) fn endpoint_addr(
+    backend: &BackendLabel<'_>,
+    i: usize,
+    ep: &EndpointSpec,
+) -> Result<SocketAddr, ConfigError> {
+    let addr_text = ep.address.trim();
+    let bare = addr_text.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr_text);
+    let ip: IpAddr = bare.parse().map_err(|_| {
+        ConfigError::field(
+            backend,
+            format!("endpoints[{i}].address"),
+            format!("{:?} is not an IPv4 or IPv6 address", ep.address),
+        )
+    })?;
+    let port = parse_port(&ep.port).ok_or_else(|| {
+        ConfigError::field(
+            backend,
+            format!("endpoints[{i}].port"),
+            format!("{:?} is not a port number in 1-65535", ep.port),
+        )
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    let t = text.trim();
+    if t.is_empty() || t.len() > 5 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match t.parse::<u32>() {
+        Ok(p @ 1..=65535) => Some(p as u16),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(json: &str) -> Result<BackendSpec, ConfigError> {
+        let raws = split_document(json.as_bytes())?;
+        decode_backend(raws[0], 0)
+    }
+
+    #[test]
+    fn reads_every_field_with_controller_names() {
+        let b = one(r#"[{"name":"ns-svc-80","service":{"metadata":{"name":"svc"},"spec":{"type":"ClusterIP"}},
+            "port":80,"sslPassthrough":true,
+            "endpoints":[{"address":"10.0.0.1","port":"8080","target":{"kind":"Pod"}}],
+            "sessionAffinityConfig":{"name":"cookie","mode":"persistent","cookieSessionAffinity":{
+                "name":"route","expires":"3600","maxage":"60","locations":{"example.com":["/"]},
+                "secure":true,"path":"/app","domain":"example.com","samesite":"None",
+                "conditional_samesite_none":true,"change_on_failure":true}},
+            "upstreamHashByConfig":{"upstream-hash-by":"$request_uri","upstream-hash-by-subset":true,
+                "upstream-hash-by-subset-size":5},
+            "load-balance":"ewma","noServer":true,
+            "trafficShapingPolicy":{"weight":20,"weightTotal":100,"header":"X-Canary","headerValue":"yes",
+                "headerPattern":"^y","cookie":"canary"},
+            "alternativeBackends":["ns-svc-canary-80"],"unknownField":{"deep":[1,2]}}]"#)
+        .unwrap();
+        assert_eq!(b.name, "ns-svc-80");
+        assert_eq!(b.service.unwrap().spec.service_type, "ClusterIP");
+        assert_eq!(b.port, Some(IntOrString::Int(80)));
+        assert!(b.ssl_passthrough);
+        assert_eq!(b.endpoints, vec![EndpointSpec { address: "10.0.0.1".into(), port: "8080".into() }]);
+        assert_eq!(b.session_affinity.name, "cookie");
+        assert_eq!(b.session_affinity.mode, "persistent");
+        let c = &b.session_affinity.cookie;
+        assert_eq!(
+            (c.name.as_str(), c.expires.as_str(), c.maxage.as_str(), c.path.as_str(), c.domain.as_str()),
+            ("route", "3600", "60", "/app", "example.com")
+        );
+        assert!(c.secure && c.conditional_samesite_none && c.change_on_failure);
+        assert_eq!(c.samesite, "None");
+        assert_eq!(c.locations["example.com"], vec!["/".to_owned()]);
+        assert_eq!(b.upstream_hash_by.hash_by, "$request_uri");
+        assert!(b.upstream_hash_by.subset);
+        assert_eq!(b.upstream_hash_by.subset_size, 5);
+        assert_eq!(b.load_balance, "ewma");
+        assert!(b.no_server);
+        let p = &b.traffic_shaping_policy;
+        assert_eq!((p.weight, p.weight_total), (20, 100));
+        assert_eq!(
+            (p.header.as_str(), p.header_value.as_str(), p.header_pattern.as_str(), p.cookie.as_str()),
+            ("X-Canary", "yes", "^y", "canary")
+        );
+        assert_eq!(b.alternative_backends, vec!["ns-svc-canary-80".to_owned()]);
+    }
+
+    #[test]
+    fn nulls_read_as_absent() {
+        let b = one(r#"[{"name":"a","service":null,"endpoints":null,"alternativeBackends":null,
+            "sessionAffinityConfig":{"name":"","cookieSessionAffinity":{"name":"","locations":null}},
+            "upstreamHashByConfig":{},"trafficShapingPolicy":{"weight":0,"header":""}}]"#)
+        .unwrap();
+        assert!(b.endpoints.is_empty() && b.alternative_backends.is_empty() && b.service.is_none());
+    }
+
+    #[test]
+    fn wrong_type_names_backend_and_field() {
+        let e = one(r#"[{"name":"web","endpoints":[{"address":"10.0.0.1","port":"80"},{"address":7,"port":"80"}]}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend \"web\""), "{e}");
+        assert!(e.contains("endpoints[1].address"), "{e}");
+        let e = one(r#"[{"name":"web","trafficShapingPolicy":{"weight":"20"}}]"#).unwrap_err().to_string();
+        assert!(e.contains("trafficShapingPolicy.weight"), "{e}");
+        let e = one(r#"[{"name":"web","sslPassthrough":"yes"}]"#).unwrap_err().to_string();
+        assert!(e.contains("backend \"web\": field `sslPassthrough`"), "{e}");
+        // No usable name: the backend is named by its position.
+        let e = one(r#"[{"name":5}]"#).unwrap_err().to_string();
+        assert!(e.starts_with("backend #0: field `name`"), "{e}");
+    }
+
+    #[test]
+    fn document_shape_errors() {
+        assert_eq!(split_document(b"").unwrap_err(), ConfigError::Empty);
+        assert_eq!(split_document(b"  \n").unwrap_err(), ConfigError::Empty);
+        assert!(matches!(split_document(b"{\"name\":\"a\"}").unwrap_err(), ConfigError::Json(m) if m.contains("array")));
+        assert!(matches!(split_document(b"[{\"name\":").unwrap_err(), ConfigError::Json(_)));
+        assert_eq!(split_document(b"[\"\xff\"]").unwrap_err(), ConfigError::Utf8 { offset: 2 });
+        // Deep nesting is rejected with an error, not a stack overflow, wherever it is.
+        let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(split_document(deep.as_bytes()).unwrap_err(), ConfigError::Json(m) if m.contains("nested deeper")));
+        let deep_field = format!(r#"[{{"name":"a","x":{}{}}}]"#, "{\"k\":[".repeat(40), "]}".repeat(40));
+        assert!(matches!(split_document(deep_field.as_bytes()).unwrap_err(), ConfigError::Json(m) if m.contains("nested deeper")));
+        // Brackets inside strings do not count.
+        let in_string = format!(r#"[{{"name":"{}"}}]"#, "[{".repeat(1000));
+        assert!(split_document(in_string.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn endpoint_validation() {
+        let label = BackendLabel::Name("web");
+        let ep = |a: &str, p: &str| EndpointSpec { address: a.into(), port: p.into() };
+        assert_eq!(endpoint_addr(&label, 0, &ep("10.0.0.1", "80")).unwrap(), "10.0.0.1:80".parse().unwrap());
+        assert_eq!(endpoint_addr(&label, 0, &ep("fd00::1", "8080")).unwrap(), "[fd00::1]:8080".parse().unwrap());
+        assert_eq!(endpoint_addr(&label, 0, &ep("[fd00::1]", "8080")).unwrap(), "[fd00::1]:8080".parse().unwrap());
+        for p in ["0", "65536", "abc", "", "-1", "+80", "99999999999"] {
+            let e = endpoint_addr(&label, 3, &ep("10.0.0.1", p)).unwrap_err().to_string();
+            assert!(e.contains("endpoints[3].port"), "{p}: {e}");
+        }
+        for a in ["example.com", "10.0.0", "", "10.0.0.1:80", "::g"] {
+            let e = endpoint_addr(&label, 1, &ep(a, "80")).unwrap_err().to_string();
+            assert!(e.contains("endpoints[1].address") && e.contains("backend \"web\""), "{a}: {e}");
+        }
+        assert_eq!(endpoint_addr(&label, 0, &ep("10.0.0.1", "65535")).unwrap().port(), 65535);
+    }
+
+    #[test]
+    fn numeric_port_is_accepted() {
+        let b = one(r#"[{"name":"a","endpoints":[{"address":"10.0.0.1","port":8080}]}]"#).unwrap();
+        assert_eq!(b.endpoints[0].port, "8080");
+    }
+}

@@ -1,0 +1,336 @@
+//! The C ABI declared in `include/ingress_lb.h`.
+//!
+//! Every export checks its pointers and lengths and runs its body inside
+//! [`std::panic::catch_unwind`], so a panic never unwinds into nginx or LuaJIT.
+//! `build.rs` checks that the functions here and the header's prototypes agree.
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::pick::{PickCtx, ADDR_MAX};
+use crate::{ConfigError, Core, PickError, MAX_CONFIG_BYTES};
+
+/// `ilb_result`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IlbResult {
+    Ok = 0,
+    NullArgument = 1,
+    InvalidArgument = 2,
+    ConfigRejected = 3,
+    UnknownBackend = 4,
+    NoEndpoints = 5,
+    Panic = 6,
+}
+
+impl From<PickError> for IlbResult {
+    fn from(e: PickError) -> Self {
+        match e {
+            PickError::UnknownBackend => IlbResult::UnknownBackend,
+            PickError::NoEndpoints => IlbResult::NoEndpoints,
+        }
+    }
+}
+
+/// `ilb_core`: the opaque handle.
+pub struct IlbCore {
+    core: Core,
+}
+
+/// `ilb_peer`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IlbPeer {
+    pub addr: [c_char; ADDR_MAX],
+    pub addr_len: u32,
+    pub port: u16,
+    pub family: u8,
+    pub reserved: u8,
+    pub index: u32,
+}
+
+/// Run `f`, turning a panic into `ILB_PANIC`.
+fn guard(f: impl FnOnce() -> IlbResult) -> IlbResult {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(IlbResult::Panic)
+}
+
+/// Borrow a (pointer, length) byte slice, `(NULL, 0)` being the empty slice.
+///
+/// # Safety
+/// If `ptr` is not NULL it must point to `len` readable bytes that stay valid and
+/// unmodified for the returned lifetime.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], IlbResult> {
+    if ptr.is_null() {
+        return if len == 0 { Ok(&[]) } else { Err(IlbResult::NullArgument) };
+    }
+    if len > isize::MAX as usize {
+        return Err(IlbResult::InvalidArgument);
+    }
+    // SAFETY: non-null, length bounded by isize::MAX, readability is the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Borrow the core behind a handle.
+///
+/// # Safety
+/// `core` must be NULL or a pointer returned by `ilb_core_new` and not yet freed.
+unsafe fn core_ref<'a>(core: *const IlbCore) -> Result<&'a Core, IlbResult> {
+    // SAFETY: per the contract above, a non-null handle points to a live IlbCore.
+    unsafe { core.as_ref() }.map(|c| &c.core).ok_or(IlbResult::NullArgument)
+}
+
+/// Write `msg` as error text, truncated on a character boundary and NUL-terminated.
+///
+/// # Safety
+/// `err` must be NULL or point to `err_cap` writable bytes; `err_len` NULL or writable.
+unsafe fn write_error(msg: &str, err: *mut c_char, err_cap: usize, err_len: *mut usize) {
+    let mut n = 0;
+    if !err.is_null() && err_cap > 0 {
+        n = msg.len().min(err_cap - 1);
+        while !msg.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: err has err_cap writable bytes and n + 1 <= err_cap; msg has n readable bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), err.cast::<u8>(), n);
+            *err.add(n) = 0;
+        }
+    }
+    if !err_len.is_null() {
+        // SAFETY: err_len is non-null and writable by contract.
+        unsafe { *err_len = n };
+    }
+}
+
+/// Shared body of apply/validate: check arguments, run, report errors as text.
+///
+/// # Safety
+/// The pointer arguments follow the contracts of `bytes`, `core_ref` and `write_error`.
+unsafe fn config_call(
+    core: *const IlbCore,
+    json: *const u8,
+    json_len: usize,
+    err: *mut c_char,
+    err_cap: usize,
+    err_len: *mut usize,
+    op: impl FnOnce(&Core, &[u8]) -> Result<(), ConfigError>,
+) -> IlbResult {
+    // SAFETY: forwarded caller contracts.
+    let (core, doc) = match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(json, json_len)?))) } {
+        Ok(v) => v,
+        Err(code) => {
+            // SAFETY: forwarded caller contract.
+            unsafe { write_error(null_or_invalid_text(code), err, err_cap, err_len) };
+            return code;
+        }
+    };
+    if doc.len() > MAX_CONFIG_BYTES {
+        let e = ConfigError::TooLarge { size: doc.len(), limit: MAX_CONFIG_BYTES };
+        // SAFETY: forwarded caller contract.
+        unsafe { write_error(&e.to_string(), err, err_cap, err_len) };
+        return IlbResult::InvalidArgument;
+    }
+    match op(core, doc) {
+        Ok(()) => IlbResult::Ok,
+        Err(e) => {
+            // SAFETY: forwarded caller contract.
+            unsafe { write_error(&e.to_string(), err, err_cap, err_len) };
+            IlbResult::ConfigRejected
+        }
+    }
+}
+
+fn null_or_invalid_text(code: IlbResult) -> &'static str {
+    match code {
+        IlbResult::NullArgument => "a required pointer argument is NULL",
+        _ => "invalid argument",
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn ilb_version() -> *const c_char {
+    static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => c"unknown",
+    };
+    VERSION.as_ptr()
+}
+
+#[no_mangle]
+pub extern "C" fn ilb_result_name(result: std::ffi::c_int) -> *const c_char {
+    // Taken as a C int, not IlbResult: a C caller may pass a value outside the enum,
+    // which would be undefined behaviour as a Rust enum.
+    let name: &'static CStr = match result {
+        0 => c"ILB_OK",
+        1 => c"ILB_NULL_ARGUMENT",
+        2 => c"ILB_INVALID_ARGUMENT",
+        3 => c"ILB_CONFIG_REJECTED",
+        4 => c"ILB_UNKNOWN_BACKEND",
+        5 => c"ILB_NO_ENDPOINTS",
+        6 => c"ILB_PANIC",
+        _ => c"ILB_UNKNOWN_RESULT",
+    };
+    name.as_ptr()
+}
+
+/// # Safety
+/// `core_out` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_new(core_out: *mut *mut IlbCore) -> IlbResult {
+    guard(|| {
+        if core_out.is_null() {
+            return IlbResult::NullArgument;
+        }
+        let handle = Box::into_raw(Box::new(IlbCore { core: Core::new() }));
+        // SAFETY: core_out is non-null and writable by contract.
+        unsafe { *core_out = handle };
+        IlbResult::Ok
+    })
+}
+
+/// # Safety
+/// `core` must be NULL or a handle from `ilb_core_new` not freed before, and no other
+/// thread may use it during or after this call.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_free(core: *mut IlbCore) {
+    let _ = guard(|| {
+        if !core.is_null() {
+            // SAFETY: the handle came from Box::into_raw in ilb_core_new and is freed once.
+            drop(unsafe { Box::from_raw(core) });
+        }
+        IlbResult::Ok
+    });
+}
+
+/// # Safety
+/// See `include/ingress_lb.h`: `core` a live handle, `json` `json_len` readable bytes,
+/// `err` `err_cap` writable bytes or NULL, `err_len` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_apply_backends(
+    core: *mut IlbCore,
+    json: *const u8,
+    json_len: usize,
+    err: *mut c_char,
+    err_cap: usize,
+    err_len: *mut usize,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: forwarded caller contracts.
+        unsafe { config_call(core, json, json_len, err, err_cap, err_len, |c, doc| c.apply_backends(doc).map(|_| ())) }
+    })
+}
+
+/// # Safety
+/// As `ilb_core_apply_backends`.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_validate_backends(
+    core: *const IlbCore,
+    json: *const u8,
+    json_len: usize,
+    err: *mut c_char,
+    err_cap: usize,
+    err_len: *mut usize,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: forwarded caller contracts.
+        unsafe { config_call(core, json, json_len, err, err_cap, err_len, |c, doc| c.validate_backends(doc)) }
+    })
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `generation_out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_generation(core: *const IlbCore, generation_out: *mut u64) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contract.
+        let core = match unsafe { core_ref(core) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if generation_out.is_null() {
+            return IlbResult::NullArgument;
+        }
+        // SAFETY: non-null and writable by contract.
+        unsafe { *generation_out = core.generation() };
+        IlbResult::Ok
+    })
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `name` `name_len` readable bytes or (NULL, 0).
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_has_backend(core: *const IlbCore, name: *const c_char, name_len: usize) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contracts.
+        let (core, name) = match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(name.cast(), name_len)?))) } {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        match core.check_backend(name) {
+            Ok(()) => IlbResult::Ok,
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// # Safety
+/// `ctx` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_pick_ctx_init(ctx: *mut PickCtx) {
+    let _ = guard(|| {
+        if !ctx.is_null() {
+            // SAFETY: non-null, and a writable ilb_pick_ctx by contract; any prior content
+            // is plain data, so overwriting without dropping is fine.
+            unsafe { ctx.write(PickCtx::new()) };
+        }
+        IlbResult::Ok
+    });
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `name` `name_len` readable bytes or (NULL, 0);
+/// `ctx` an initialised, writable ilb_pick_ctx or NULL; `peer_out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_pick(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    ctx: *mut PickCtx,
+    peer_out: *mut IlbPeer,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contracts.
+        let (core, name) = match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(name.cast(), name_len)?))) } {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        // SAFETY: ctx is NULL or a valid, exclusively borrowed ilb_pick_ctx by contract.
+        let Some(ctx) = (unsafe { ctx.as_mut() }) else {
+            return IlbResult::NullArgument;
+        };
+        if peer_out.is_null() {
+            return IlbResult::NullArgument;
+        }
+        // A context from C may hold any tried_len; PickCtx clamps it when reading.
+        match core.pick(name, ctx) {
+            Ok(peer) => {
+                let text = peer.text.as_bytes();
+                let mut out = IlbPeer {
+                    addr: [0; ADDR_MAX],
+                    addr_len: text.len() as u32,
+                    port: peer.addr.port(),
+                    family: if peer.addr.is_ipv4() { 4 } else { 6 },
+                    reserved: 0,
+                    index: peer.index,
+                };
+                for (dst, &src) in out.addr.iter_mut().zip(text) {
+                    *dst = src as c_char;
+                }
+                // SAFETY: peer_out is non-null and writable by contract.
+                unsafe { peer_out.write(out) };
+                IlbResult::Ok
+            }
+            Err(e) => e.into(),
+        }
+    })
+}

@@ -1,0 +1,124 @@
+//! ingress-lb: the data-plane decisions of an nginx ingress gateway, in one core.
+//!
+//! The controller's backends JSON is compiled into an immutable [`Snapshot`] and
+//! published atomically; picks read the snapshot in force without locks and without
+//! allocating. The same [`Core`] is used by the C ABI (`ffi`, for LuaJIT) and by the
+//! nginx module (`nginx-module/`), so every decision is made here and only here.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod balancer;
+pub mod config;
+mod error;
+pub mod ffi;
+mod pick;
+mod snapshot;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+pub use balancer::AlgorithmKind;
+pub use config::MAX_CONFIG_BYTES;
+pub use error::{ConfigError, PickError};
+pub use pick::{Peer, PickCtx, ADDR_MAX, MAX_TRIED};
+pub use snapshot::ApplyReport;
+
+use snapshot::Snapshot;
+
+/// The balancer core of one process. `Send + Sync`: picks may run on any thread
+/// while another applies a configuration.
+pub struct Core {
+    current: ArcSwap<Snapshot>,
+    /// Serialises appliers so two concurrent updates cannot both build on the same
+    /// previous snapshot and lose one of them.
+    apply_lock: Mutex<()>,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Core {
+    /// A core with no backends.
+    pub fn new() -> Core {
+        Core { current: ArcSwap::from_pointee(Snapshot::default()), apply_lock: Mutex::new(()) }
+    }
+
+    /// Parse, validate and compile the controller's backends JSON array, then publish
+    /// it atomically. A document identical to the one in force is recognised without
+    /// decoding; backends whose JSON text did not change are reused as they are (their
+    /// balancing state included). On error nothing changes.
+    pub fn apply_backends(&self, json: &[u8]) -> Result<ApplyReport, ConfigError> {
+        let _guard = self.apply_lock.lock();
+        let prev = self.current.load_full();
+        if prev.is_same_document(json) {
+            let n = prev.backends.len();
+            return Ok(ApplyReport { backends: n, reused: n, unchanged: true, ..ApplyReport::default() });
+        }
+        let (next, report) = Snapshot::compile(json, &prev)?;
+        self.current.store(Arc::new(next));
+        Ok(report)
+    }
+
+    /// The checks of [`Core::apply_backends`] without publishing anything.
+    pub fn validate_backends(&self, json: &[u8]) -> Result<(), ConfigError> {
+        let prev = self.current.load_full();
+        if prev.is_same_document(json) {
+            return Ok(());
+        }
+        Snapshot::compile(json, &prev).map(|_| ())
+    }
+
+    /// The document in force, exactly as it was applied.
+    pub fn backends_json(&self) -> Option<Arc<[u8]>> {
+        self.current.load().doc.clone()
+    }
+
+    /// Number of configurations published so far.
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    /// True if the configuration in force has a backend of that name.
+    pub fn has_backend(&self, name: &[u8]) -> bool {
+        self.current.load().backend(name).is_some()
+    }
+
+    /// `Ok` if the backend exists and has endpoints: what `balancer.rewrite()` checks
+    /// before letting a request through (it answers 503 otherwise).
+    pub fn check_backend(&self, name: &[u8]) -> Result<(), PickError> {
+        match self.current.load().backend(name) {
+            None => Err(PickError::UnknownBackend),
+            Some(b) if b.endpoints.is_empty() => Err(PickError::NoEndpoints),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The algorithm a backend uses, if it exists.
+    pub fn algorithm(&self, name: &[u8]) -> Option<AlgorithmKind> {
+        self.current.load().backend(name).map(|b| b.kind)
+    }
+
+    /// Pick an endpoint of backend `name` for the request whose state is `ctx`, and
+    /// remember it there. A peer already tried in this request is not picked while an
+    /// untried one remains. Never allocates.
+    #[inline]
+    pub fn pick(&self, name: &[u8], ctx: &mut PickCtx) -> Result<Peer, PickError> {
+        let snapshot = self.current.load();
+        let backend = snapshot.backend(name).ok_or(PickError::UnknownBackend)?;
+        if backend.endpoints.is_empty() {
+            return Err(PickError::NoEndpoints);
+        }
+        let i = backend.algorithm.pick(&backend.endpoints, ctx);
+        let ep = &backend.endpoints[i];
+        ctx.remember(ep.key);
+        Ok(Peer { addr: ep.addr, index: i as u32, text: ep.text })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+//! Compiled, immutable configuration snapshots.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::balancer::{Algorithm, AlgorithmKind};
+use crate::config::{self, BackendSpec};
+use crate::error::{BackendLabel, ConfigError};
+use crate::pick::AddrText;
+
+/// Fixed hasher seeds: keys and content hashes are stable within and across processes.
+fn hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89)
+}
+
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = hasher().build_hasher();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// One endpoint of a backend, ready for picks.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    /// Identity used by the per-request tried set.
+    pub(crate) key: u64,
+    pub(crate) text: AddrText,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Self {
+        let mut h = hasher().build_hasher();
+        addr.hash(&mut h);
+        Endpoint { addr, key: h.finish(), text: AddrText::new(&addr) }
+    }
+}
+
+/// One compiled backend. Immutable apart from the algorithm's per-process state.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub(crate) spec: BackendSpec,
+    /// The backend's JSON text, to recognise it unchanged in the next document.
+    raw: Box<str>,
+    pub(crate) kind: AlgorithmKind,
+    pub(crate) endpoints: Box<[Endpoint]>,
+    pub(crate) algorithm: Algorithm,
+}
+
+/// A configuration in force: every backend, indexed by name.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    /// The document as POSTed, and its hash, to recognise an identical document.
+    pub(crate) doc: Option<Arc<[u8]>>,
+    pub(crate) doc_hash: u64,
+    pub(crate) backends: Vec<Arc<Backend>>,
+    by_name: HashMap<Box<[u8]>, u32, ahash::RandomState>,
+    /// Backends by the hash of their JSON text, to find unchanged ones in O(1).
+    by_raw_hash: HashMap<u64, u32, ahash::RandomState>,
+}
+
+/// What compiling a document did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Backends in the new configuration.
+    pub backends: usize,
+    /// Backends decoded and built anew.
+    pub rebuilt: usize,
+    /// Backends whose JSON did not change and were reused as they were.
+    pub reused: usize,
+    /// True when the document was identical to the one in force (nothing was decoded).
+    pub unchanged: bool,
+    /// Things the operator should know that did not reject the document.
+    pub warnings: Vec<String>,
+}
+
+impl Snapshot {
+    #[inline]
+    pub(crate) fn backend(&self, name: &[u8]) -> Option<&Backend> {
+        self.by_name.get(name).map(|&i| &*self.backends[i as usize])
+    }
+
+    /// Compile `json` into a new snapshot, reusing backends of `prev` whose text did
+    /// not change. Nothing is published here.
+    pub(crate) fn compile(json: &[u8], prev: &Snapshot) -> Result<(Snapshot, ApplyReport), ConfigError> {
+        let raws = config::split_document(json)?;
+        let mut report = ApplyReport { backends: raws.len(), ..ApplyReport::default() };
+        let mut backends = Vec::with_capacity(raws.len());
+        let mut by_name: HashMap<Box<[u8]>, u32, ahash::RandomState> =
+            HashMap::with_capacity_and_hasher(raws.len(), ahash::RandomState::new());
+        let mut by_raw_hash: HashMap<u64, u32, ahash::RandomState> =
+            HashMap::with_capacity_and_hasher(raws.len(), ahash::RandomState::new());
+        for (position, raw) in raws.iter().enumerate() {
+            let text = raw.get();
+            let raw_hash = hash_bytes(text.as_bytes());
+            let backend = match prev.find_same(text, raw_hash) {
+                Some(same) => {
+                    report.reused += 1;
+                    Arc::clone(same)
+                }
+                None => {
+                    report.rebuilt += 1;
+                    let spec = config::decode_backend(raw, position)?;
+                    Arc::new(Backend::build(spec, text, position, &mut report.warnings)?)
+                }
+            };
+            let key: Box<[u8]> = backend.spec.name.as_bytes().into();
+            if by_name.insert(key, backends.len() as u32).is_some() {
+                return Err(ConfigError::DuplicateBackend(backend.spec.name.clone()));
+            }
+            by_raw_hash.insert(raw_hash, backends.len() as u32);
+            backends.push(backend);
+        }
+        check_alternatives(&backends, &by_name)?;
+        let snapshot = Snapshot {
+            generation: prev.generation + 1,
+            doc: Some(Arc::from(json)),
+            doc_hash: hash_bytes(json),
+            backends,
+            by_name,
+            by_raw_hash,
+        };
+        Ok((snapshot, report))
+    }
+
+    /// The backend of the previous snapshot with exactly this JSON text, if any.
+    fn find_same(&self, text: &str, raw_hash: u64) -> Option<&Arc<Backend>> {
+        let &i = self.by_raw_hash.get(&raw_hash)?;
+        let b = &self.backends[i as usize];
+        (&*b.raw == text).then_some(b)
+    }
+
+    /// True when `json` is byte-for-byte the document in force.
+    pub(crate) fn is_same_document(&self, json: &[u8]) -> bool {
+        match &self.doc {
+            Some(doc) => doc.len() == json.len() && self.doc_hash == hash_bytes(json) && **doc == *json,
+            None => false,
+        }
+    }
+}
+
+impl Backend {
+    fn build(
+        spec: BackendSpec,
+        raw: &str,
+        position: usize,
+        warnings: &mut Vec<String>,
+    ) -> Result<Backend, ConfigError> {
+        if spec.name.is_empty() {
+            return Err(ConfigError::field(&BackendLabel::Index(position), "name", "missing or empty"));
+        }
+        let label = BackendLabel::Name(&spec.name);
+        // ingress-nginx keys endpoints by "address:port": a repeated endpoint counts once.
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(spec.endpoints.len());
+        for (i, ep) in spec.endpoints.iter().enumerate() {
+            let addr = config::endpoint_addr(&label, i, ep)?;
+            if !endpoints.iter().any(|e| e.addr == addr) {
+                endpoints.push(Endpoint::new(addr));
+            }
+        }
+        let (kind, warning) = AlgorithmKind::select(&spec);
+        warnings.extend(warning);
+        let algorithm = Algorithm::build(kind, &endpoints, &spec.name, warnings);
+        Ok(Backend {
+            raw: raw.into(),
+            kind,
+            endpoints: endpoints.into_boxed_slice(),
+            algorithm,
+            spec,
+        })
+    }
+}
+
+/// Every alternative backend must exist and must not be the backend itself.
+fn check_alternatives(
+    backends: &[Arc<Backend>],
+    by_name: &HashMap<Box<[u8]>, u32, ahash::RandomState>,
+) -> Result<(), ConfigError> {
+    for b in backends {
+        let label = BackendLabel::Name(&b.spec.name);
+        for (i, alt) in b.spec.alternative_backends.iter().enumerate() {
+            let field = format!("alternativeBackends[{i}]");
+            if *alt == b.spec.name {
+                return Err(ConfigError::field(&label, field, "a backend cannot be its own alternative"));
+            }
+            if !by_name.contains_key(alt.as_bytes()) {
+                return Err(ConfigError::field(&label, field, format!("no backend named {alt:?}")));
+            }
+        }
+    }
+    Ok(())
+}
