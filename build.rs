@@ -14,6 +14,10 @@ fn main() {
     println!("cargo:rerun-if-changed=include/ingress_lb.h");
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=src/pick.rs");
+    // For tests/c_abi.rs, which compiles a C program with the `cc` crate's compiler.
+    for var in ["HOST", "TARGET"] {
+        println!("cargo:rustc-env=ILB_BUILD_{var}={}", std::env::var(var).unwrap_or_default());
+    }
     let header = fs::read_to_string("include/ingress_lb.h").expect("read include/ingress_lb.h");
     let ffi = fs::read_to_string("src/ffi.rs").expect("read src/ffi.rs");
     let pick = fs::read_to_string("src/pick.rs").expect("read src/pick.rs");

@@ -392,14 +392,20 @@ mod tests {
     fn document_shape_errors() {
         assert_eq!(split_document(b"").unwrap_err(), ConfigError::Empty);
         assert_eq!(split_document(b"  \n").unwrap_err(), ConfigError::Empty);
-        assert!(matches!(split_document(b"{\"name\":\"a\"}").unwrap_err(), ConfigError::Json(m) if m.contains("array")));
+        assert!(
+            matches!(split_document(b"{\"name\":\"a\"}").unwrap_err(), ConfigError::Json(m) if m.contains("array"))
+        );
         assert!(matches!(split_document(b"[{\"name\":").unwrap_err(), ConfigError::Json(_)));
         assert_eq!(split_document(b"[\"\xff\"]").unwrap_err(), ConfigError::Utf8 { offset: 2 });
         // Deep nesting is rejected with an error, not a stack overflow, wherever it is.
         let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(split_document(deep.as_bytes()).unwrap_err(), ConfigError::Json(m) if m.contains("nested deeper")));
+        assert!(
+            matches!(split_document(deep.as_bytes()).unwrap_err(), ConfigError::Json(m) if m.contains("nested deeper"))
+        );
         let deep_field = format!(r#"[{{"name":"a","x":{}{}}}]"#, "{\"k\":[".repeat(40), "]}".repeat(40));
-        assert!(matches!(split_document(deep_field.as_bytes()).unwrap_err(), ConfigError::Json(m) if m.contains("nested deeper")));
+        assert!(
+            matches!(split_document(deep_field.as_bytes()).unwrap_err(), ConfigError::Json(m) if m.contains("nested deeper"))
+        );
         // Brackets inside strings do not count.
         let in_string = format!(r#"[{{"name":"{}"}}]"#, "[{".repeat(1000));
         assert!(split_document(in_string.as_bytes()).is_ok());

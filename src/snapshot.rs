@@ -1,7 +1,7 @@
 //! Compiled, immutable configuration snapshots.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,13 +12,16 @@ use crate::pick::AddrText;
 
 /// Fixed hasher seeds: keys and content hashes are stable within and across processes.
 fn hasher() -> ahash::RandomState {
-    ahash::RandomState::with_seeds(0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89)
+    ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    )
 }
 
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h = hasher().build_hasher();
-    bytes.hash(&mut h);
-    h.finish()
+    hasher().hash_one(bytes)
 }
 
 /// One endpoint of a backend, ready for picks.
@@ -32,9 +35,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     fn new(addr: SocketAddr) -> Self {
-        let mut h = hasher().build_hasher();
-        addr.hash(&mut h);
-        Endpoint { addr, key: h.finish(), text: AddrText::new(&addr) }
+        Endpoint { addr, key: hasher().hash_one(addr), text: AddrText::new(&addr) }
     }
 }
 
@@ -164,13 +165,7 @@ impl Backend {
         let (kind, warning) = AlgorithmKind::select(&spec);
         warnings.extend(warning);
         let algorithm = Algorithm::build(kind, &endpoints, &spec.name, warnings);
-        Ok(Backend {
-            raw: raw.into(),
-            kind,
-            endpoints: endpoints.into_boxed_slice(),
-            algorithm,
-            spec,
-        })
+        Ok(Backend { raw: raw.into(), kind, endpoints: endpoints.into_boxed_slice(), algorithm, spec })
     }
 }
 

@@ -118,7 +118,11 @@ fn rejected_update_keeps_previous_configuration() {
         assert_eq!(&*core.backends_json().unwrap(), &good[..]);
         assert!(core.pick(b"web", &mut PickCtx::new()).is_ok());
     }
-    assert!(core.apply_backends(b"[{\"name\":\"web\"},{\"name\":\"web\"}]").unwrap_err().to_string().contains("duplicate"));
+    assert!(core
+        .apply_backends(b"[{\"name\":\"web\"},{\"name\":\"web\"}]")
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate"));
     let e = core.apply_backends(b"[{\"name\":\"web\",\"alternativeBackends\":[\"ghost\"]}]").unwrap_err().to_string();
     assert!(e.contains("alternativeBackends[0]") && e.contains("ghost"), "{e}");
     let too_big = vec![b' '; MAX_CONFIG_BYTES + 1];

@@ -71,10 +71,7 @@ impl Algorithm {
     /// round robin, with a warning for the operator.
     pub(crate) fn build(kind: AlgorithmKind, endpoints: &[Endpoint], name: &str, warnings: &mut Vec<String>) -> Self {
         if kind != AlgorithmKind::RoundRobin {
-            warnings.push(format!(
-                "backend \"{name}\": {} is not implemented yet, using round_robin",
-                kind.name()
-            ));
+            warnings.push(format!("backend \"{name}\": {} is not implemented yet, using round_robin", kind.name()));
         }
         Algorithm::RoundRobin(RoundRobin::new(endpoints.len()))
     }
