@@ -1,0 +1,65 @@
+# ingress-lb — the two commands a newcomer needs:
+#   make run    set up, build, start the demo gateway (module on :8080, Lua on :8081)
+#   make test   set up, build, run every test (cargo test + Test::Nginx suites, both front ends)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+NGINX        ?= /usr/sbin/nginx
+NGX_MODULES  ?= /usr/lib/nginx/modules
+RELEASE      := $(CURDIR)/target/release
+LIB          := $(RELEASE)/libingress_lb.so
+MODULE       := $(RELEASE)/ngx_http_ingress_lb_module.so
+LUA_MODULES  := $(NGX_MODULES)/ndk_http_module.so $(NGX_MODULES)/ngx_http_lua_module.so
+
+# prove runs the suites with the real Test::Nginx when it is installed, else with the
+# bundled compatible runner (t/compat), which is only appended to @INC.
+PROVE        := prove -It/compat -MIngressLbFallback
+SUITE_ENV    := TEST_NGINX_BINARY=$(NGINX) TEST_NGINX_ILB_LUA_DIR=$(CURDIR)/lua TEST_NGINX_ILB_LIB=$(LIB)
+
+.PHONY: all setup build lib module test test-rust test-nginx test-lua test-module run bench lint clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: lib module
+
+lib:
+	cargo build --release --lib
+
+# The module is built against a configured copy of Debian's nginx sources (same
+# version and configure flags as /usr/sbin/nginx); see README "Building the module".
+module:
+	eval "$$(scripts/nginx-src.sh --env)" && cargo build --release -p ngx-http-ingress-lb-module
+	cp $(RELEASE)/libngx_http_ingress_lb_module.so $(MODULE)
+
+test: setup build test-rust test-nginx
+
+test-rust:
+	cargo test
+
+test-nginx: test-lua test-module
+
+test-lua:
+	$(SUITE_ENV) TEST_NGINX_LOAD_MODULES="$(LUA_MODULES)" $(PROVE) t/compat/selftest.t t/lua-*.t
+
+# Module suites may load the Lua module too, only as a test driver (counting responses).
+test-module:
+	$(SUITE_ENV) TEST_NGINX_LOAD_MODULES="$(LUA_MODULES) $(MODULE)" $(PROVE) t/module-*.t
+
+run: setup build
+	scripts/demo.sh
+
+bench:
+	cargo bench --bench pick
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+	eval "$$(scripts/nginx-src.sh --env)" && cargo clippy -p ngx-http-ingress-lb-module -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf t/servroot
