@@ -13,8 +13,8 @@ MODULE       := $(RELEASE)/ngx_http_ingress_lb_module.so
 LUA_MODULES  := $(NGX_MODULES)/ndk_http_module.so $(NGX_MODULES)/ngx_http_lua_module.so
 
 # prove runs the suites with the real Test::Nginx when it is installed, else with the
-# bundled compatible runner (t/compat), which is only appended to @INC.
-PROVE        := prove -It/compat -MIngressLbFallback
+# bundled compatible runner (t/compat), which is only appended to @INC of each test.
+PROVE        := HARNESS_PERL_SWITCHES='-It/compat -MIngressLbFallback' prove
 SUITE_ENV    := TEST_NGINX_BINARY=$(NGINX) TEST_NGINX_ILB_LUA_DIR=$(CURDIR)/lua TEST_NGINX_ILB_LIB=$(LIB)
 
 .PHONY: all setup build lib module test test-rust test-nginx test-lua test-module run bench lint clean
