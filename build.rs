@@ -67,6 +67,10 @@ fn main() {
             problems.push(format!("#define {define} does not match Rust's value {value}"));
         }
     }
+    let abi = rust_const_in(&ffi, "ABI_VERSION", "u32");
+    if header_define(&header, "ILB_ABI_VERSION") != Some(abi) {
+        problems.push(format!("#define ILB_ABI_VERSION does not match src/ffi.rs's ABI_VERSION {abi}"));
+    }
     if !header.contains(&format!("uint64_t tried[{max_tried}];")) {
         problems.push(format!("ilb_pick_ctx.tried must have {max_tried} elements"));
     }
@@ -270,7 +274,11 @@ fn header_define(header: &str, name: &str) -> Option<usize> {
 }
 
 fn rust_const(src: &str, name: &str) -> usize {
-    let pat = format!("pub const {name}: usize = ");
+    rust_const_in(src, name, "usize")
+}
+
+fn rust_const_in(src: &str, name: &str, ty: &str) -> usize {
+    let pat = format!("pub const {name}: {ty} = ");
     let i = src.find(&pat).unwrap_or_else(|| panic!("src/pick.rs defines {name}"));
     let rest = &src[i + pat.len()..];
     rest[..rest.find(';').unwrap()].trim().parse().unwrap()

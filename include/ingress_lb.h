@@ -95,6 +95,10 @@ typedef struct ilb_peer {
 /* Library version, e.g. "0.1.0". Static string. */
 const char *ilb_version(void);
 
+/* ABI version of the loaded library: a binding compiled for ILB_ABI_VERSION must
+ * refuse a library that answers anything else. */
+uint32_t ilb_abi_version(void);
+
 /* Name of a result code, e.g. "ILB_CONFIG_REJECTED". Static string, never NULL. */
 const char *ilb_result_name(ilb_result result);
 
@@ -118,6 +122,13 @@ ilb_result ilb_core_apply_backends(ilb_core *core, const uint8_t *json, size_t j
 ilb_result ilb_core_validate_backends(const ilb_core *core, const uint8_t *json,
                                       size_t json_len, char *err, size_t err_cap,
                                       size_t *err_len);
+
+/* Warnings about the configuration in force (an unknown load-balance name, an
+ * algorithm not implemented yet, a skipped ExternalName endpoint), one per line,
+ * written into buf truncated to buf_cap - 1 bytes and NUL-terminated; *len_out gets
+ * the bytes written. Empty text when there is nothing to say. Not for the request
+ * path: it allocates. */
+ilb_result ilb_core_warnings(const ilb_core *core, char *buf, size_t buf_cap, size_t *len_out);
 
 /* Number of configurations published so far (0 before the first). */
 ilb_result ilb_core_generation(const ilb_core *core, uint64_t *generation_out);

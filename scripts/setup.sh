@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     # runtime: nginx 1.22.1 built --with-compat, OpenResty's Lua stack for the Lua front end
-    nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
+    nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson
     # building the nginx module: nginx sources + configure's dependencies, bindgen's libclang
     nginx-dev libclang-dev libssl-dev libpcre2-dev zlib1g-dev pkg-config gcc make
     # the Test::Nginx::Socket suites (real Test::Nginx or the bundled runner) and tools

@@ -298,6 +298,21 @@ pub(crate) fn endpoint_addr(
     Ok(SocketAddr::new(ip, port))
 }
 
+/// A syntactically valid DNS host name (letters, digits, hyphens, dots; labels of
+/// 1-63 characters, 253 in all), as an ExternalName service carries.
+pub(crate) fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 fn parse_port(text: &str) -> Option<u16> {
     let t = text.trim();
     if t.is_empty() || t.len() > 5 || !t.bytes().all(|b| b.is_ascii_digit()) {

@@ -10,6 +10,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::pick::{PickCtx, ADDR_MAX};
 use crate::{ConfigError, Core, PickError, MAX_CONFIG_BYTES};
 
+/// `ILB_ABI_VERSION` of the header.
+pub const ABI_VERSION: u32 = 1;
+
 /// `ilb_result`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +82,12 @@ unsafe fn core_ref<'a>(core: *const IlbCore) -> Result<&'a Core, IlbResult> {
     unsafe { core.as_ref() }.map(|c| &c.core).ok_or(IlbResult::NullArgument)
 }
 
-/// Write `msg` as error text, truncated on a character boundary and NUL-terminated.
+/// Write `msg` as text into a caller's buffer, truncated on a character boundary and
+/// NUL-terminated.
 ///
 /// # Safety
 /// `err` must be NULL or point to `err_cap` writable bytes; `err_len` NULL or writable.
-unsafe fn write_error(msg: &str, err: *mut c_char, err_cap: usize, err_len: *mut usize) {
+unsafe fn write_text(msg: &str, err: *mut c_char, err_cap: usize, err_len: *mut usize) {
     let mut n = 0;
     if !err.is_null() && err_cap > 0 {
         n = msg.len().min(err_cap - 1);
@@ -120,21 +124,21 @@ unsafe fn config_call(
         Ok(v) => v,
         Err(code) => {
             // SAFETY: forwarded caller contract.
-            unsafe { write_error(null_or_invalid_text(code), err, err_cap, err_len) };
+            unsafe { write_text(null_or_invalid_text(code), err, err_cap, err_len) };
             return code;
         }
     };
     if doc.len() > MAX_CONFIG_BYTES {
         let e = ConfigError::TooLarge { size: doc.len(), limit: MAX_CONFIG_BYTES };
         // SAFETY: forwarded caller contract.
-        unsafe { write_error(&e.to_string(), err, err_cap, err_len) };
+        unsafe { write_text(&e.to_string(), err, err_cap, err_len) };
         return IlbResult::InvalidArgument;
     }
     match op(core, doc) {
         Ok(()) => IlbResult::Ok,
         Err(e) => {
             // SAFETY: forwarded caller contract.
-            unsafe { write_error(&e.to_string(), err, err_cap, err_len) };
+            unsafe { write_text(&e.to_string(), err, err_cap, err_len) };
             IlbResult::ConfigRejected
         }
     }
@@ -154,6 +158,11 @@ pub extern "C" fn ilb_version() -> *const c_char {
         Err(_) => c"unknown",
     };
     VERSION.as_ptr()
+}
+
+#[no_mangle]
+pub extern "C" fn ilb_abi_version() -> u32 {
+    ABI_VERSION
 }
 
 #[no_mangle]
@@ -234,6 +243,31 @@ pub unsafe extern "C" fn ilb_core_validate_backends(
     guard(|| {
         // SAFETY: forwarded caller contracts.
         unsafe { config_call(core, json, json_len, err, err_cap, err_len, |c, doc| c.validate_backends(doc)) }
+    })
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `buf` `buf_cap` writable bytes or NULL; `len_out`
+/// writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_warnings(
+    core: *const IlbCore,
+    buf: *mut c_char,
+    buf_cap: usize,
+    len_out: *mut usize,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contract.
+        let core = match unsafe { core_ref(core) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if buf.is_null() && buf_cap > 0 {
+            return IlbResult::NullArgument;
+        }
+        // SAFETY: buf has buf_cap writable bytes (or is NULL with buf_cap 0); len_out per contract.
+        unsafe { write_text(&core.warnings(), buf, buf_cap, len_out) };
+        IlbResult::Ok
     })
 }
 

@@ -10,6 +10,7 @@
 mod balancer;
 pub mod config;
 mod error;
+#[cfg(feature = "capi")]
 pub mod ffi;
 mod pick;
 mod snapshot;
@@ -76,6 +77,18 @@ impl Core {
     /// The document in force, exactly as it was applied.
     pub fn backends_json(&self) -> Option<Arc<[u8]>> {
         self.current.load().doc.clone()
+    }
+
+    /// Warnings about the configuration in force (an unknown `load-balance`, an
+    /// algorithm not implemented yet, a skipped ExternalName endpoint), one per line.
+    pub fn warnings(&self) -> String {
+        let snapshot = self.current.load();
+        let mut out = String::new();
+        for w in snapshot.warnings() {
+            out.push_str(w);
+            out.push('\n');
+        }
+        out
     }
 
     /// Number of configurations published so far.

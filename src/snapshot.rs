@@ -1,7 +1,6 @@
 //! Compiled, immutable configuration snapshots.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -48,6 +47,9 @@ pub(crate) struct Backend {
     pub(crate) kind: AlgorithmKind,
     pub(crate) endpoints: Box<[Endpoint]>,
     pub(crate) algorithm: Algorithm,
+    /// What the operator should know about this backend (kept with it, so a reused
+    /// backend still reports them).
+    pub(crate) warnings: Vec<String>,
 }
 
 /// A configuration in force: every backend, indexed by name.
@@ -74,7 +76,8 @@ pub struct ApplyReport {
     pub reused: usize,
     /// True when the document was identical to the one in force (nothing was decoded).
     pub unchanged: bool,
-    /// Things the operator should know that did not reject the document.
+    /// Things the operator should know that did not reject the document: those of
+    /// the whole configuration now in force (see also [`crate::Core::warnings`]).
     pub warnings: Vec<String>,
 }
 
@@ -105,7 +108,7 @@ impl Snapshot {
                 None => {
                     report.rebuilt += 1;
                     let spec = config::decode_backend(raw, position)?;
-                    Arc::new(Backend::build(spec, text, position, &mut report.warnings)?)
+                    Arc::new(Backend::build(spec, text, position)?)
                 }
             };
             let key: Box<[u8]> = backend.spec.name.as_bytes().into();
@@ -113,6 +116,7 @@ impl Snapshot {
                 return Err(ConfigError::DuplicateBackend(backend.spec.name.clone()));
             }
             by_raw_hash.insert(raw_hash, backends.len() as u32);
+            report.warnings.extend(backend.warnings.iter().cloned());
             backends.push(backend);
         }
         check_alternatives(&backends, &by_name)?;
@@ -134,6 +138,11 @@ impl Snapshot {
         (&*b.raw == text).then_some(b)
     }
 
+    /// Warnings of every backend in force, in document order.
+    pub(crate) fn warnings(&self) -> impl Iterator<Item = &str> {
+        self.backends.iter().flat_map(|b| b.warnings.iter().map(String::as_str))
+    }
+
     /// True when `json` is byte-for-byte the document in force.
     pub(crate) fn is_same_document(&self, json: &[u8]) -> bool {
         match &self.doc {
@@ -144,28 +153,40 @@ impl Snapshot {
 }
 
 impl Backend {
-    fn build(
-        spec: BackendSpec,
-        raw: &str,
-        position: usize,
-        warnings: &mut Vec<String>,
-    ) -> Result<Backend, ConfigError> {
+    fn build(spec: BackendSpec, raw: &str, position: usize) -> Result<Backend, ConfigError> {
         if spec.name.is_empty() {
             return Err(ConfigError::field(&BackendLabel::Index(position), "name", "missing or empty"));
         }
         let label = BackendLabel::Name(&spec.name);
+        let mut warnings = Vec::new();
+        let external_name = spec.service.as_ref().is_some_and(|s| s.spec.service_type == "ExternalName");
         // ingress-nginx keys endpoints by "address:port": a repeated endpoint counts once.
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(spec.endpoints.len());
+        let mut seen = std::collections::HashSet::with_capacity(spec.endpoints.len());
         for (i, ep) in spec.endpoints.iter().enumerate() {
-            let addr = config::endpoint_addr(&label, i, ep)?;
-            if !endpoints.iter().any(|e| e.addr == addr) {
+            let addr = match config::endpoint_addr(&label, i, ep) {
+                Ok(addr) => addr,
+                // An ExternalName service's endpoint is a DNS name, which ingress-nginx
+                // resolves in Lua. Resolution is not in the core yet: skip it, say so,
+                // and keep the rest of the document (rejecting it would block every
+                // other update while the service exists).
+                Err(_) if external_name && config::is_dns_name(&ep.address) => {
+                    warnings.push(format!(
+                        "backend \"{}\": ExternalName endpoint {:?} skipped: DNS names are not resolved yet",
+                        spec.name, ep.address
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if seen.insert(addr) {
                 endpoints.push(Endpoint::new(addr));
             }
         }
         let (kind, warning) = AlgorithmKind::select(&spec);
         warnings.extend(warning);
-        let algorithm = Algorithm::build(kind, &endpoints, &spec.name, warnings);
-        Ok(Backend { raw: raw.into(), kind, endpoints: endpoints.into_boxed_slice(), algorithm, spec })
+        let algorithm = Algorithm::build(kind, &endpoints, &spec.name, &mut warnings);
+        Ok(Backend { raw: raw.into(), kind, endpoints: endpoints.into_boxed_slice(), algorithm, warnings, spec })
     }
 }
 

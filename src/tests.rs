@@ -221,3 +221,33 @@ fn concurrent_picks_see_whole_snapshots() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
 }
+
+#[test]
+fn external_name_dns_endpoints_are_skipped_with_a_warning() {
+    let core = Core::new();
+    let r = core
+        .apply_backends(
+            br#"[{"name":"ext","service":{"spec":{"type":"ExternalName"}},"endpoints":[{"address":"api.example.com","port":"443"}]},
+                {"name":"web","endpoints":[{"address":"10.0.0.1","port":"80"}]}]"#,
+        )
+        .unwrap();
+    assert!(r.warnings.iter().any(|w| w.contains("api.example.com")), "{:?}", r.warnings);
+    assert_eq!(core.check_backend(b"ext"), Err(PickError::NoEndpoints));
+    assert!(core.check_backend(b"web").is_ok());
+    // The warnings of the configuration in force include those of reused backends.
+    core.apply_backends(
+        br#"[{"name":"ext","service":{"spec":{"type":"ExternalName"}},"endpoints":[{"address":"api.example.com","port":"443"}]},
+            {"name":"web","endpoints":[{"address":"10.0.0.2","port":"80"}]}]"#,
+    )
+    .unwrap();
+    assert!(core.warnings().contains("api.example.com"));
+    // Not an ExternalName service, or not a DNS name: rejected as before.
+    assert!(core
+        .apply_backends(br#"[{"name":"x","endpoints":[{"address":"api.example.com","port":"443"}]}]"#)
+        .is_err());
+    assert!(core
+        .apply_backends(
+            br#"[{"name":"x","service":{"spec":{"type":"ExternalName"}},"endpoints":[{"address":"bad name!","port":"443"}]}]"#
+        )
+        .is_err());
+}

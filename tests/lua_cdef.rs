@@ -17,7 +17,8 @@ fn lua_cdef_is_the_header_block() {
     let h = block(&header, "include/ingress_lb.h");
     let l = block(&lua, "lua/ingress_lb/core.lua");
     if h != l {
-        let line = h.lines().zip(l.lines()).position(|(a, b)| a != b).unwrap_or(h.lines().count().min(l.lines().count()));
+        let line =
+            h.lines().zip(l.lines()).position(|(a, b)| a != b).unwrap_or(h.lines().count().min(l.lines().count()));
         panic!("lua/ingress_lb/core.lua's cdef differs from include/ingress_lb.h at line {} of the block", line + 1);
     }
 }

@@ -87,6 +87,7 @@ fn round_robin_picks_do_not_allocate() {
     assert_eq!(allocations() - before, 0, "allocations on the pick path");
 }
 
+#[cfg(feature = "capi")]
 #[test]
 fn c_abi_picks_do_not_allocate() {
     use ingress_lb::ffi::*;

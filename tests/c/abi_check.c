@@ -23,6 +23,7 @@ int main(void) {
     uint64_t gen = 99;
 
     CHECK(strlen(ilb_version()) > 0);
+    CHECK(ilb_abi_version() == ILB_ABI_VERSION);
     CHECK(strcmp(ilb_result_name(ILB_CONFIG_REJECTED), "ILB_CONFIG_REJECTED") == 0);
     CHECK(strcmp(ilb_result_name((ilb_result)77), "ILB_UNKNOWN_RESULT") == 0);
 
@@ -79,6 +80,14 @@ int main(void) {
     /* A garbage context is clamped, not trusted. */
     memset(&ctx, 0xff, sizeof ctx);
     CHECK(ilb_core_pick(core, "web", 3, &ctx, &peer) == ILB_OK);
+
+    /* Warnings of the configuration in force. */
+    const char *warn = "[{\"name\":\"w\",\"load-balance\":\"least_conn\"}]";
+    CHECK(ilb_core_apply_backends(core, (const uint8_t *)warn, strlen(warn), err, sizeof err, &err_len) == ILB_OK);
+    CHECK(ilb_core_warnings(core, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(err_len == strlen(err) && strstr(err, "least_conn") != NULL);
+    CHECK(ilb_core_warnings(core, NULL, 0, &err_len) == ILB_OK && err_len == 0);
+    CHECK(ilb_core_warnings(core, NULL, 5, &err_len) == ILB_NULL_ARGUMENT);
 
     ilb_pick_ctx_init(NULL);
     ilb_core_free(core);

@@ -1,0 +1,520 @@
+-- ingress_lb.core: LuaJIT FFI binding of the ingress-lb core (libingress_lb.so).
+--
+-- The C contract is include/ingress_lb.h; the declarations below are the block
+-- between its "begin cdef" and "end cdef" markers, copied byte for byte (a cargo
+-- test compares the two). Change the header first, then paste the block again.
+--
+-- Locating the library (first match wins):
+--   1. require("ingress_lb.core").configure{ library = "/abs/path/libingress_lb.so" }
+--      called before the first use (typically in init_by_lua, before requiring
+--      "configuration" and "balancer");
+--   2. the environment variable INGRESS_LB_LIBRARY (nginx drops the environment
+--      of its workers unless nginx.conf has "env INGRESS_LB_LIBRARY;");
+--   3. package.searchpath("libingress_lb", package.cpath), i.e. a libingress_lb.so
+--      in a directory listed in lua_package_cpath;
+--   4. ffi.load("ingress_lb"), i.e. the dynamic linker's search path.
+-- The library is loaded on first use (or by an explicit core.load(), which lets
+-- init_by_lua fail fast); loading it in the master is fine, the workers inherit it.
+--
+-- Per worker process: one ilb_core (created lazily, released by the GC through
+-- ilb_core_free), one error buffer, one size_t/uint64_t out cell, one ilb_peer,
+-- and a free list of ilb_pick_ctx so that steady-state requests allocate no cdata.
+-- All of these are module locals: after fork() each worker has its own copy.
+
+local ffi = require("ffi")
+
+local ffi_new = ffi.new
+local ffi_gc = ffi.gc
+local ffi_string = ffi.string
+local ffi_typeof = ffi.typeof
+local type = type
+local tonumber = tonumber
+local tostring = tostring
+local pcall = pcall
+local error = error
+local os_getenv = os.getenv
+local package = package
+
+local C_DECLARATIONS = [=[
+/* -- begin cdef (this block is also bound by lua/ingress_lb/core.lua) -- */
+
+typedef enum ilb_result {
+    ILB_OK = 0,
+    ILB_NULL_ARGUMENT = 1,      /* a required pointer was NULL */
+    ILB_INVALID_ARGUMENT = 2,   /* bad length, non-UTF-8 name, too large a document */
+    ILB_CONFIG_REJECTED = 3,    /* the configuration is invalid; see error text */
+    ILB_UNKNOWN_BACKEND = 4,    /* no backend of that name in the configuration */
+    ILB_NO_ENDPOINTS = 5,       /* the backend exists but has no endpoint */
+    ILB_PANIC = 6               /* internal bug caught at the boundary */
+} ilb_result;
+
+/* Opaque. */
+typedef struct ilb_core ilb_core;
+
+/* Per-request pick state. Initialise with ilb_pick_ctx_init() before the first pick
+ * of a request and pass the same struct to every retry of that request. Fields are
+ * private to the core. */
+typedef struct ilb_pick_ctx {
+    uint32_t tried_len;
+    uint32_t reserved;
+    uint64_t tried[32];         /* ILB_MAX_TRIED */
+} ilb_pick_ctx;
+
+/* A picked endpoint. */
+typedef struct ilb_peer {
+    char addr[64];              /* "10.0.0.1:8080" or "[fd00::1]:8080", NUL-terminated */
+    uint32_t addr_len;          /* bytes in addr before the NUL */
+    uint16_t port;              /* port, host byte order */
+    uint8_t family;             /* 4 or 6 */
+    uint8_t reserved;
+    uint32_t index;             /* position of the endpoint in the backend's list */
+} ilb_peer;
+
+/* Library version, e.g. "0.1.0". Static string. */
+const char *ilb_version(void);
+
+/* ABI version of the loaded library: a binding compiled for ILB_ABI_VERSION must
+ * refuse a library that answers anything else. */
+uint32_t ilb_abi_version(void);
+
+/* Name of a result code, e.g. "ILB_CONFIG_REJECTED". Static string, never NULL. */
+const char *ilb_result_name(ilb_result result);
+
+/* Create an empty core (no backends). On ILB_OK *core_out owns the new core. */
+ilb_result ilb_core_new(ilb_core **core_out);
+
+/* Release a core created by ilb_core_new(). NULL is ignored. The core must not be
+ * used by any thread after this call. */
+void ilb_core_free(ilb_core *core);
+
+/* Parse, validate and compile the controller's backends JSON array (the body of
+ * POST /configuration/backends) and publish it atomically. A document identical to
+ * the one in force is recognised without decoding it; backends whose JSON did not
+ * change are reused. On failure nothing changes: ILB_CONFIG_REJECTED with a message
+ * naming the backend and field, or ILB_INVALID_ARGUMENT if json_len exceeds
+ * ILB_MAX_CONFIG_BYTES. */
+ilb_result ilb_core_apply_backends(ilb_core *core, const uint8_t *json, size_t json_len,
+                                   char *err, size_t err_cap, size_t *err_len);
+
+/* Same checks as ilb_core_apply_backends() without publishing anything. */
+ilb_result ilb_core_validate_backends(const ilb_core *core, const uint8_t *json,
+                                      size_t json_len, char *err, size_t err_cap,
+                                      size_t *err_len);
+
+/* Warnings about the configuration in force (an unknown load-balance name, an
+ * algorithm not implemented yet, a skipped ExternalName endpoint), one per line,
+ * written into buf truncated to buf_cap - 1 bytes and NUL-terminated; *len_out gets
+ * the bytes written. Empty text when there is nothing to say. Not for the request
+ * path: it allocates. */
+ilb_result ilb_core_warnings(const ilb_core *core, char *buf, size_t buf_cap, size_t *len_out);
+
+/* Number of configurations published so far (0 before the first). */
+ilb_result ilb_core_generation(const ilb_core *core, uint64_t *generation_out);
+
+/* ILB_OK if the configuration in force has a backend of that name, else
+ * ILB_UNKNOWN_BACKEND. */
+ilb_result ilb_core_has_backend(const ilb_core *core, const char *name, size_t name_len);
+
+/* Reset a pick context for a new request. NULL is ignored. */
+void ilb_pick_ctx_init(ilb_pick_ctx *ctx);
+
+/* Pick an endpoint of backend `name` for the request whose state is `ctx`, and
+ * remember it in ctx. A peer already tried in this request is not picked again while
+ * an untried one remains. Never allocates. */
+ilb_result ilb_core_pick(const ilb_core *core, const char *name, size_t name_len,
+                         ilb_pick_ctx *ctx, ilb_peer *peer_out);
+
+/* -- end cdef -- */
+]=]
+
+-- ffi.cdef is global to the LuaJIT state: declare once even if this module is
+-- loaded again (package.loaded cleared by a test).
+if not pcall(ffi_typeof, "ilb_peer") then
+    ffi.cdef(C_DECLARATIONS)
+end
+
+local _M = {
+    _VERSION = "0.1.0",
+
+    -- ilb_result codes
+    OK = 0,
+    NULL_ARGUMENT = 1,
+    INVALID_ARGUMENT = 2,
+    CONFIG_REJECTED = 3,
+    UNKNOWN_BACKEND = 4,
+    NO_ENDPOINTS = 5,
+    PANIC = 6,
+}
+
+local ILB_OK = 0
+local ILB_UNKNOWN_BACKEND = 4
+
+local RESULT_NAMES = {
+    [0] = "ILB_OK",
+    [1] = "ILB_NULL_ARGUMENT",
+    [2] = "ILB_INVALID_ARGUMENT",
+    [3] = "ILB_CONFIG_REJECTED",
+    [4] = "ILB_UNKNOWN_BACKEND",
+    [5] = "ILB_NO_ENDPOINTS",
+    [6] = "ILB_PANIC",
+}
+
+-- ILB_ABI_VERSION of the header the declarations above come from
+local ABI_VERSION = 1
+
+local ERR_CAP = 4096
+local MAX_FREE_CTX = 4096
+
+local pick_ctx_type = ffi_typeof("ilb_pick_ctx")
+
+-- scratch cdata, allocated once (per worker after fork)
+local err_buf = ffi_new("char[?]", ERR_CAP)
+local size_out = ffi_new("size_t[1]")
+local u64_out = ffi_new("uint64_t[1]")
+local core_out = ffi_new("ilb_core *[1]")
+local peer = ffi_new("ilb_peer")
+
+local settings = { library = nil }
+
+-- set by load()
+local lib
+local lib_path
+local C_version
+local C_warnings
+local C_result_name
+local C_core_new
+local C_core_free
+local C_apply
+local C_validate
+local C_generation
+local C_has_backend
+local C_ctx_init
+local C_pick
+
+-- the ilb_core of this process (cdata with a finalizer), created lazily
+local core
+
+-- free list of ilb_pick_ctx
+local free_ctx = {}
+local n_free = 0
+local n_created = 0
+
+
+local function library_candidate()
+    if settings.library then
+        return settings.library, "configure{ library }"
+    end
+
+    local env = os_getenv("INGRESS_LB_LIBRARY")
+    if env and env ~= "" then
+        return env, "INGRESS_LB_LIBRARY"
+    end
+
+    local found = package.searchpath("libingress_lb", package.cpath)
+    if found then
+        return found, "package.cpath"
+    end
+
+    return "ingress_lb", "dynamic linker search path"
+end
+
+
+-- Record settings; must be called before the library is loaded.
+--   library: absolute path of libingress_lb.so
+function _M.configure(opts)
+    if type(opts) ~= "table" then
+        error("ingress_lb.core.configure: expected a table", 2)
+    end
+
+    local library = opts.library
+    if library ~= nil then
+        if type(library) ~= "string" or library == "" then
+            error("ingress_lb.core.configure: library must be a non-empty string", 2)
+        end
+
+        if lib and library ~= lib_path then
+            error("ingress_lb.core.configure: library already loaded from "
+                  .. lib_path, 2)
+        end
+
+        settings.library = library
+    end
+
+    return true
+end
+
+
+-- Load the library once. Returns the clib, or nil and a message.
+local function load()
+    if lib then
+        return lib
+    end
+
+    local path, origin = library_candidate()
+    local ok, clib = pcall(ffi.load, path)
+    if not ok then
+        return nil, "ingress-lb: cannot load the core library " .. path
+                    .. " (from " .. origin .. "): " .. tostring(clib)
+    end
+
+    local abi_ok, abi = pcall(function() return tonumber(clib.ilb_abi_version()) end)
+    if not abi_ok or abi ~= ABI_VERSION then
+        return nil, "ingress-lb: " .. path .. " has C ABI version "
+                    .. tostring(abi_ok and abi or "unknown") .. ", this binding needs "
+                    .. ABI_VERSION .. "; install matching lua/ and library files"
+    end
+
+    C_version = clib.ilb_version
+    C_warnings = clib.ilb_core_warnings
+    C_result_name = clib.ilb_result_name
+    C_core_new = clib.ilb_core_new
+    C_core_free = clib.ilb_core_free
+    C_apply = clib.ilb_core_apply_backends
+    C_validate = clib.ilb_core_validate_backends
+    C_generation = clib.ilb_core_generation
+    C_has_backend = clib.ilb_core_has_backend
+    C_ctx_init = clib.ilb_pick_ctx_init
+    C_pick = clib.ilb_core_pick
+
+    lib = clib
+    lib_path = path
+    return lib
+end
+
+-- Load the library now (e.g. from init_by_lua, to fail at start-up rather than
+-- in the workers). Returns true, or nil and a message.
+function _M.load()
+    local clib, err = load()
+    if not clib then
+        return nil, err
+    end
+    return true
+end
+
+
+function _M.library_path()
+    return lib_path
+end
+
+
+local function get_core()
+    if core then
+        return core
+    end
+
+    local clib, err = load()
+    if not clib then
+        return nil, err
+    end
+
+    core_out[0] = nil
+    local rc = C_core_new(core_out)
+    if rc ~= ILB_OK then
+        return nil, "ingress-lb: ilb_core_new failed: " .. _M.result_name(tonumber(rc))
+    end
+
+    core = ffi_gc(core_out[0], C_core_free)
+    core_out[0] = nil
+    return core
+end
+
+
+function _M.result_name(rc)
+    if C_result_name then
+        return ffi_string(C_result_name(rc))
+    end
+    return RESULT_NAMES[rc] or ("ilb_result " .. tostring(rc))
+end
+
+
+function _M.version()
+    local clib, err = load()
+    if not clib then
+        return nil, err
+    end
+    return ffi_string(C_version())
+end
+
+
+-- The message written by the last failed call, or the name of rc.
+local function last_error(rc)
+    local len = tonumber(size_out[0])
+    if len and len > 0 then
+        if len > ERR_CAP - 1 then
+            len = ERR_CAP - 1
+        end
+        return ffi_string(err_buf, len)
+    end
+    return _M.result_name(rc)
+end
+
+
+local function check_document(fn, json)
+    if type(json) ~= "string" then
+        return nil, "backends document must be a string, got " .. type(json),
+               _M.INVALID_ARGUMENT
+    end
+
+    local c, err = get_core()
+    if not c then
+        return nil, err
+    end
+
+    size_out[0] = 0
+    local rc = tonumber(fn(c, json, #json, err_buf, ERR_CAP, size_out))
+    if rc == ILB_OK then
+        return true
+    end
+
+    return nil, last_error(rc), rc
+end
+
+
+-- Parse, validate and publish a backends document (the body of
+-- POST /configuration/backends) in this worker's core.
+-- Returns true, or nil, message, rc (rc is nil when the library or the core
+-- could not be set up).
+function _M.apply(json)
+    if not C_apply then
+        local clib, err = load()
+        if not clib then
+            return nil, err
+        end
+    end
+    return check_document(C_apply, json)
+end
+
+
+-- Same checks as apply() without publishing anything.
+function _M.validate(json)
+    if not C_validate then
+        local clib, err = load()
+        if not clib then
+            return nil, err
+        end
+    end
+    return check_document(C_validate, json)
+end
+
+
+-- Number of configurations this worker's core has published (0 before the
+-- first), or nil and a message.
+function _M.generation()
+    local c, err = get_core()
+    if not c then
+        return nil, err
+    end
+
+    local rc = C_generation(c, u64_out)
+    if rc ~= ILB_OK then
+        return nil, _M.result_name(tonumber(rc))
+    end
+    return tonumber(u64_out[0])
+end
+
+
+-- Warnings about the configuration in force (one per line, "" when none), or nil
+-- and a message. Allocates: call it after an apply, not per request.
+function _M.warnings()
+    local c, err = get_core()
+    if not c then
+        return nil, err
+    end
+
+    local rc = C_warnings(c, err_buf, ERR_CAP, size_out)
+    if rc ~= ILB_OK then
+        return nil, _M.result_name(tonumber(rc))
+    end
+    return ffi_string(err_buf, size_out[0])
+end
+
+
+-- true when the configuration in force has a backend of that name; otherwise
+-- false and the ilb_result code.
+function _M.has_backend(name)
+    local c = core
+    if not c then
+        -- no configuration was ever applied in this worker
+        return false, ILB_UNKNOWN_BACKEND
+    end
+
+    if type(name) ~= "string" then
+        return false, ILB_UNKNOWN_BACKEND
+    end
+
+    local rc = C_has_backend(c, name, #name)
+    if rc == ILB_OK then
+        return true
+    end
+    return false, tonumber(rc)
+end
+
+
+-- A reset ilb_pick_ctx for a new request, from the free list when possible.
+-- Returns nil and a message if the library cannot be loaded.
+function _M.new_ctx()
+    local ctx
+    if n_free > 0 then
+        ctx = free_ctx[n_free]
+        free_ctx[n_free] = nil
+        n_free = n_free - 1
+
+    else
+        if not C_ctx_init then
+            local clib, err = load()
+            if not clib then
+                return nil, err
+            end
+        end
+        ctx = ffi_new(pick_ctx_type)
+        n_created = n_created + 1
+    end
+
+    C_ctx_init(ctx)
+    return ctx
+end
+
+
+-- Give a context back to the free list; the caller must not use it afterwards.
+function _M.release_ctx(ctx)
+    if ctx == nil or n_free >= MAX_FREE_CTX then
+        return
+    end
+    n_free = n_free + 1
+    free_ctx[n_free] = ctx
+end
+
+
+-- Number of contexts in the free list, and number allocated so far by this
+-- worker (for tests and monitoring).
+function _M.free_ctx_count()
+    return n_free, n_created
+end
+
+
+-- Pick an endpoint of backend `name` for the request whose state is `ctx`.
+-- Returns "ip:port" ("[ipv6]:port" for IPv6), or nil and the ilb_result code.
+function _M.pick(name, ctx)
+    local c = core
+    if not c then
+        return nil, ILB_UNKNOWN_BACKEND
+    end
+
+    local rc = C_pick(c, name, #name, ctx, peer)
+    if rc ~= ILB_OK then
+        -- the enum comes back as cdata: a plain number for callers
+        return nil, tonumber(rc)
+    end
+
+    return ffi_string(peer.addr, peer.addr_len)
+end
+
+
+-- The ilb_peer written by the last successful pick (port, family, index);
+-- scratch memory, overwritten by the next pick.
+function _M.last_peer()
+    return peer
+end
+
+
+return _M

@@ -1,0 +1,327 @@
+//! Configuration structures and directive handlers.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_get_variable_index, ngx_http_handler_pt,
+    ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_palloc, ngx_parse_size,
+    ngx_str_t, ngx_uint_t, NGX_HTTP_UPSTREAM_CREATE, NGX_LOG_EMERG, NGX_LOG_WARN,
+};
+use ngx::http::{
+    HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule, NgxHttpUpstreamModule,
+};
+use ngx::ngx_conf_log_error;
+
+use crate::shared::{self, Zone};
+use crate::Module;
+
+/// Variable read when a directive names none: the one ingress-nginx sets per location.
+pub(crate) const DEFAULT_VARIABLE: &str = "proxy_upstream_name";
+
+/// Default size of the shared zone when a directive needs it and `ingress_lb_zone` is
+/// absent: ingress-nginx's `lua_shared_dict configuration_data 20M`.
+pub(crate) const DEFAULT_ZONE_SIZE: usize = 20 * 1024 * 1024;
+
+/// Smallest accepted zone (8 pages, as nginx's own zones require).
+pub(crate) const MIN_ZONE_SIZE: usize = 32 * 1024;
+
+const UNSET: isize = -1;
+const OFF: isize = -2;
+
+/// http{}-level configuration.
+#[derive(Debug)]
+pub(crate) struct MainConf {
+    /// The shared zone, once added (by `ingress_lb_zone` or by default).
+    pub(crate) shm_zone: *mut ngx::ffi::ngx_shm_zone_t,
+    /// Size given by `ingress_lb_zone` (0 = not given).
+    pub(crate) zone_size: usize,
+    /// Some directive of the module is used, so the zone is needed.
+    pub(crate) used: bool,
+    /// Some location has `ingress_lb_route` enabled: install the preaccess handler.
+    pub(crate) route_used: bool,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf { shm_zone: ptr::null_mut(), zone_size: 0, used: false, route_used: false }
+    }
+}
+
+impl MainConf {
+    /// The shared zone, if configured and initialised.
+    #[inline]
+    pub(crate) fn zone(&self) -> Option<Zone> {
+        // SAFETY: shm_zone is null or the zone nginx returned, valid for the cycle.
+        unsafe { Zone::from_shm_zone(self.shm_zone) }
+    }
+}
+
+/// Per-upstream configuration (`ingress_lb` inside `upstream {}`); also allocated for
+/// every `server {}`, where it is unused.
+#[derive(Debug)]
+pub(crate) struct SrvConf {
+    /// Index of the variable holding the backend name, or -1 when `ingress_lb` is absent.
+    pub(crate) var_index: isize,
+}
+
+impl Default for SrvConf {
+    fn default() -> Self {
+        SrvConf { var_index: UNSET }
+    }
+}
+
+/// Per-location configuration.
+#[derive(Debug)]
+pub(crate) struct LocConf {
+    /// `ingress_lb_route`: -1 unset, -2 off, else the variable index.
+    pub(crate) route_var: isize,
+    /// This location is the configuration endpoint: never route-checked.
+    pub(crate) is_api: bool,
+}
+
+impl Default for LocConf {
+    fn default() -> Self {
+        LocConf { route_var: UNSET, is_api: false }
+    }
+}
+
+impl LocConf {
+    /// Index of the variable to check, when the route check is on here.
+    #[inline]
+    pub(crate) fn route_variable(&self) -> Option<ngx_uint_t> {
+        (self.route_var >= 0 && !self.is_api).then_some(self.route_var as ngx_uint_t)
+    }
+}
+
+/// Allocate and default-initialise a configuration structure from the configuration pool.
+///
+/// # Safety
+/// `cf` must be a valid configuration context.
+pub(crate) unsafe fn alloc_conf<T: Default>(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: cf is valid; ngx_palloc returns NGX_ALIGNMENT-aligned memory (nginx-sys checks
+    // that pointer alignment suffices) or null.
+    let p = unsafe { ngx_palloc((*cf).pool, core::mem::size_of::<T>()) } as *mut T;
+    if p.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: p is a fresh allocation of the right size and alignment.
+    unsafe { p.write(T::default()) };
+    p.cast()
+}
+
+/// `merge_loc_conf`: `ingress_lb_route` is inherited, default off.
+pub(crate) unsafe extern "C" fn merge_loc_conf(
+    _cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the structures create_loc_conf allocated.
+    let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+    if conf.route_var == UNSET {
+        conf.route_var = if prev.route_var == UNSET { OFF } else { prev.route_var };
+    }
+    NGX_CONF_OK
+}
+
+/// Arguments of the directive being parsed (`args[0]` is its name).
+///
+/// # Safety
+/// `cf` must be a valid configuration context inside a directive handler.
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a mut [ngx_str_t] {
+    // SAFETY: cf->args is an array of ngx_str_t for the directive being parsed.
+    unsafe { (*(*cf).args).as_slice_mut::<ngx_str_t>() }
+}
+
+fn main_conf(cf: *mut ngx_conf_t) -> Option<&'static mut MainConf> {
+    // SAFETY: cf is valid while directives are parsed; the http main conf exists inside http{}.
+    Module::main_conf_mut(unsafe { &*cf })
+}
+
+/// Resolve `$name` (or the default variable when `arg` is None) to a variable index.
+fn variable_index(cf: *mut ngx_conf_t, arg: Option<ngx_str_t>) -> Result<isize, ()> {
+    let mut name = match arg {
+        Some(v) => {
+            let bytes = v.as_bytes();
+            if bytes.len() < 2 || bytes[0] != b'$' {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid variable name \"{}\"", v);
+                return Err(());
+            }
+            // SAFETY: v has at least 2 bytes (checked above): skipping the '$' stays in bounds.
+            ngx_str_t { data: unsafe { v.data.add(1) }, len: v.len - 1 }
+        }
+        None => ngx_str_t { data: DEFAULT_VARIABLE.as_ptr() as *mut u8, len: DEFAULT_VARIABLE.len() },
+    };
+    // SAFETY: cf is valid; nginx copies the name it keeps (the variables array owns it).
+    let index = unsafe { ngx_http_get_variable_index(cf, &mut name) };
+    if index == ngx::ffi::NGX_ERROR as ngx_int_t {
+        return Err(());
+    }
+    Ok(index as isize)
+}
+
+/// `ingress_lb_zone SIZE;`
+pub(crate) unsafe extern "C" fn set_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our main configuration (NGX_HTTP_MAIN_CONF_OFFSET).
+    let mcf = unsafe { &mut *(conf as *mut MainConf) };
+    if mcf.zone_size != 0 {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: NGX_CONF_TAKE1 guarantees args[1].
+    let arg = unsafe { &mut args(cf)[1] };
+    // SAFETY: arg is a valid ngx_str_t.
+    let size = unsafe { ngx_parse_size(arg) };
+    if size == ngx::ffi::NGX_ERROR as isize {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid zone size \"{}\"", arg);
+        return NGX_CONF_ERROR;
+    }
+    if (size as usize) < MIN_ZONE_SIZE {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "zone size \"{}\" is too small (minimum 32k)", arg);
+        return NGX_CONF_ERROR;
+    }
+    mcf.zone_size = size as usize;
+    mcf.used = true;
+    NGX_CONF_OK
+}
+
+/// `ingress_lb_configuration;`
+pub(crate) unsafe extern "C" fn set_configuration(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our location configuration (NGX_HTTP_LOC_CONF_OFFSET).
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.is_api {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    lcf.is_api = true;
+    let Some(mcf) = main_conf(cf) else { return NGX_CONF_ERROR };
+    mcf.used = true;
+    // SAFETY: inside a location the core module's location configuration exists.
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) else {
+        return NGX_CONF_ERROR;
+    };
+    clcf.handler = Some(crate::api::handler);
+    NGX_CONF_OK
+}
+
+/// `ingress_lb [$variable];` inside `upstream {}`.
+pub(crate) unsafe extern "C" fn set_upstream(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our server configuration of the enclosing upstream block.
+    let scf = unsafe { &mut *(conf as *mut SrvConf) };
+    if scf.var_index != UNSET {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: cf is valid; the directive has 1 or 2 words.
+    let a = unsafe { args(cf) };
+    let Ok(index) = variable_index(cf, a.get(1).copied()) else { return NGX_CONF_ERROR };
+    scf.var_index = index;
+
+    let Some(mcf) = main_conf(cf) else { return NGX_CONF_ERROR };
+    mcf.used = true;
+
+    // SAFETY: inside upstream{}, cf->ctx is the upstream's context.
+    let Some(uscf) = NgxHttpUpstreamModule::server_conf_mut(unsafe { &*cf }) else {
+        return NGX_CONF_ERROR;
+    };
+    if uscf.peer.init_upstream.is_some() {
+        ngx_conf_log_error!(NGX_LOG_WARN, cf, "load balancing method redefined");
+    }
+    uscf.peer.init_upstream = Some(init_upstream);
+    uscf.flags = NGX_HTTP_UPSTREAM_CREATE as ngx_uint_t;
+    NGX_CONF_OK
+}
+
+/// `peer.init_upstream` of an `ingress_lb` upstream: the `server` lines are placeholders;
+/// every request gets its peers from the core.
+unsafe extern "C" fn init_upstream(_cf: *mut ngx_conf_t, us: *mut ngx_http_upstream_srv_conf_t) -> ngx_int_t {
+    // SAFETY: nginx passes a valid upstream configuration.
+    unsafe { (*us).peer.init = Some(crate::balancer::init_peer) };
+    ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// `ingress_lb_route on | off | $variable;`
+pub(crate) unsafe extern "C" fn set_route(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our location configuration.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.route_var != UNSET {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: NGX_CONF_TAKE1 guarantees args[1].
+    let arg = unsafe { args(cf)[1] };
+    match arg.as_bytes() {
+        b"off" => {
+            lcf.route_var = OFF;
+            return NGX_CONF_OK;
+        }
+        b"on" => match variable_index(cf, None) {
+            Ok(i) => lcf.route_var = i,
+            Err(()) => return NGX_CONF_ERROR,
+        },
+        v if v.first() == Some(&b'$') => match variable_index(cf, Some(arg)) {
+            Ok(i) => lcf.route_var = i,
+            Err(()) => return NGX_CONF_ERROR,
+        },
+        _ => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid value \"{}\", it must be \"on\", \"off\" or a $variable",
+                arg
+            );
+            return NGX_CONF_ERROR;
+        }
+    }
+    let Some(mcf) = main_conf(cf) else { return NGX_CONF_ERROR };
+    mcf.used = true;
+    mcf.route_used = true;
+    NGX_CONF_OK
+}
+
+/// After the http block is parsed: add the shared zone (default size when only other
+/// directives are used) and install the preaccess handler of `ingress_lb_route`.
+///
+/// # Safety
+/// `cf` must be the valid configuration context of postconfiguration.
+pub(crate) unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    let Some(mcf) = main_conf(cf) else { return ngx::ffi::NGX_ERROR as ngx_int_t };
+    if !mcf.used {
+        return ngx::ffi::NGX_OK as ngx_int_t;
+    }
+    let size = if mcf.zone_size != 0 { mcf.zone_size } else { DEFAULT_ZONE_SIZE };
+    // SAFETY: cf is valid during postconfiguration; mcf lives as long as the cycle.
+    mcf.shm_zone = unsafe { shared::add_zone(cf, size) };
+    if mcf.shm_zone.is_null() {
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+
+    if mcf.route_used {
+        // SAFETY: inside http{}, the core module's main configuration exists.
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
+            return ngx::ffi::NGX_ERROR as ngx_int_t;
+        };
+        let handlers = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_PREACCESS_PHASE as usize].handlers;
+        // SAFETY: the phase handlers array is an ngx_array_t of ngx_http_handler_pt.
+        let h = unsafe { ngx_array_push(handlers) } as *mut ngx_http_handler_pt;
+        if h.is_null() {
+            return ngx::ffi::NGX_ERROR as ngx_int_t;
+        }
+        // SAFETY: h points to a fresh element of the array.
+        unsafe { *h = Some(crate::route::handler) };
+    }
+    ngx::ffi::NGX_OK as ngx_int_t
+}

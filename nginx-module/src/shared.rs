@@ -1,0 +1,298 @@
+//! The shared memory zone: the backends JSON in force for all workers, plus a
+//! generation counter.
+//!
+//! Layout (inside an nginx slab pool, zone name `ingress_lb`):
+//! a [`Shared`] header and one data block made of every page left free at zone
+//! creation. The JSON is stored in place in the data block under the slab pool's mutex,
+//! so a document up to the block's capacity always fits and a store never fails half
+//! way (no fragmentation, no second copy needed).
+//!
+//! Workers learn of a new configuration lazily: every request entering the module
+//! compares the zone's generation (one atomic load, no lock) with the generation this
+//! process last applied ([`Zone::sync`]); if they differ, it copies the JSON under the
+//! mutex and applies it to this process's core. New workers do the same at start.
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ngx::ffi::{
+    ngx_conf_t, ngx_int_t, ngx_log_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_t,
+    ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_alloc_locked, ngx_slab_pool_t, ngx_str_t, NGX_LOG_ALERT, NGX_LOG_EMERG,
+    NGX_LOG_ERR,
+};
+use ngx::{ngx_conf_log_error, ngx_log_debug, ngx_log_error};
+
+/// Name of the shared memory zone.
+pub(crate) const ZONE_NAME: &str = "ingress_lb";
+
+const MAGIC: u64 = u64::from_le_bytes(*b"ILBZONE1");
+
+/// Header at the start of the zone's allocations.
+#[repr(C)]
+struct Shared {
+    magic: u64,
+    /// Number of configurations stored so far (0 = none). Written under the mutex,
+    /// read without it.
+    generation: AtomicU64,
+    /// Length of the JSON in `data` (under the mutex).
+    len: usize,
+    /// Capacity of `data` (fixed at zone creation).
+    cap: usize,
+    /// The data block, inside the same shared mapping.
+    data: *mut u8,
+}
+
+/// Generation of the configuration this process last applied (per process: workers
+/// are forked before they touch it).
+static LAST_APPLIED: AtomicU64 = AtomicU64::new(0);
+
+/// A handle on the initialised zone (valid for the cycle it belongs to).
+#[derive(Clone, Copy)]
+pub(crate) struct Zone {
+    pool: *mut ngx_slab_pool_t,
+    hdr: *mut Shared,
+}
+
+/// Why a store was refused.
+#[derive(Debug)]
+pub(crate) enum StoreError {
+    TooLarge { size: usize, cap: usize },
+}
+
+/// Holds the slab pool mutex; unlocks on drop (including while unwinding).
+struct Locked(*mut ngx_shmtx_t);
+
+impl Locked {
+    /// # Safety
+    /// `mutex` must be the initialised mutex of a live slab pool.
+    unsafe fn new(mutex: *mut ngx_shmtx_t) -> Self {
+        // SAFETY: per the contract.
+        unsafe { ngx_shmtx_lock(mutex) };
+        Locked(mutex)
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: we locked this mutex in `new` and still hold it.
+        unsafe { ngx_shmtx_unlock(self.0) };
+    }
+}
+
+/// Add the module's zone to the configuration being read.
+///
+/// # Safety
+/// `cf` must be a valid configuration context.
+pub(crate) unsafe fn add_zone(cf: *mut ngx_conf_t, size: usize) -> *mut ngx_shm_zone_t {
+    let mut name = ngx_str_t { data: ZONE_NAME.as_ptr() as *mut u8, len: ZONE_NAME.len() };
+    // SAFETY: cf is valid; the tag is the module's address, unique to this module.
+    let zone = unsafe {
+        ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(crate::ngx_http_ingress_lb_module) as *mut c_void)
+    };
+    if zone.is_null() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "could not add shared zone \"{}\"", ZONE_NAME);
+        return ptr::null_mut();
+    }
+    // SAFETY: zone is a valid shm zone entry of this cycle.
+    unsafe { (*zone).init = Some(zone_init) };
+    zone
+}
+
+/// `shm_zone->init`: lay out a new zone, or take over the one of the previous cycle
+/// (same name and size after a reload: the configuration in force is kept).
+extern "C" fn zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx passes a valid zone whose slab pool it has initialised.
+    let log = unsafe { (*shm_zone).shm.log };
+    crate::util::guard(log, "zone init", ngx::ffi::NGX_ERROR as ngx_int_t, || {
+        // SAFETY: as above; the data of a reused zone is the header we created earlier.
+        unsafe { zone_init_inner(shm_zone, data) }
+    })
+}
+
+unsafe fn zone_init_inner(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: the zone memory starts with the slab pool nginx initialised.
+    let (zone, pool) = unsafe { (&mut *shm_zone, (*shm_zone).shm.addr as *mut ngx_slab_pool_t) };
+    if !data.is_null() {
+        zone.data = data;
+        return ngx::ffi::NGX_OK as ngx_int_t;
+    }
+    if zone.shm.exists != 0 {
+        // SAFETY: the pool was laid out by a previous process (Windows only).
+        zone.data = unsafe { (*pool).data };
+        return ngx::ffi::NGX_OK as ngx_int_t;
+    }
+
+    // SAFETY: the pool is initialised; ngx_slab_alloc locks internally.
+    let hdr = unsafe { ngx_slab_alloc(pool, core::mem::size_of::<Shared>()) } as *mut Shared;
+    if hdr.is_null() {
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+
+    // SAFETY: ngx_pagesize(_shift) are set by nginx at startup.
+    let (page, shift) = unsafe { (ngx::ffi::ngx_pagesize, ngx::ffi::ngx_pagesize_shift) };
+    let (block, cap) = {
+        // SAFETY: the pool's mutex is initialised.
+        let _lock = unsafe { Locked::new(&mut (*pool).mutex) };
+        // SAFETY: we hold the pool lock.
+        let free_pages = unsafe { (*pool).pfree };
+        let mut cap = free_pages << shift;
+        let mut block = ptr::null_mut();
+        // Quiet the slab allocator's "no memory" message while probing for the largest block.
+        // SAFETY: we hold the pool lock.
+        let nomem = unsafe { (*pool).log_nomem() };
+        // SAFETY: we hold the pool lock.
+        unsafe { (*pool).set_log_nomem(0) };
+        while cap >= page {
+            // SAFETY: we hold the pool lock.
+            block = unsafe { ngx_slab_alloc_locked(pool, cap) } as *mut u8;
+            if !block.is_null() {
+                break;
+            }
+            cap -= page;
+        }
+        // SAFETY: we hold the pool lock.
+        unsafe { (*pool).set_log_nomem(nomem) };
+        (block, cap)
+    };
+    if block.is_null() {
+        ngx_log_error!(NGX_LOG_EMERG, zone.shm.log, "ingress_lb: zone \"{}\" is too small", ZONE_NAME);
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+
+    // SAFETY: hdr is a fresh, suitably aligned slab allocation of size_of::<Shared>().
+    unsafe {
+        hdr.write(Shared { magic: MAGIC, generation: AtomicU64::new(0), len: 0, cap, data: block });
+        (*pool).data = hdr.cast();
+    }
+    zone.data = hdr.cast();
+    ngx::ffi::NGX_OK as ngx_int_t
+}
+
+impl Zone {
+    /// # Safety
+    /// `shm_zone` must be null or a zone added by [`add_zone`] in a live cycle.
+    pub(crate) unsafe fn from_shm_zone(shm_zone: *mut ngx_shm_zone_t) -> Option<Zone> {
+        if shm_zone.is_null() {
+            return None;
+        }
+        // SAFETY: per the contract; data is null until zone_init ran, then our header.
+        let (hdr, pool) = unsafe { ((*shm_zone).data as *mut Shared, (*shm_zone).shm.addr as *mut ngx_slab_pool_t) };
+        // SAFETY: a non-null data is a header written by zone_init.
+        if hdr.is_null() || unsafe { (*hdr).magic } != MAGIC {
+            return None;
+        }
+        Some(Zone { pool, hdr })
+    }
+
+    fn shared(&self) -> &Shared {
+        // SAFETY: hdr is a valid header in the shared mapping for the cycle's lifetime;
+        // fields other than `generation` are only read under the mutex or are immutable.
+        unsafe { &*self.hdr }
+    }
+
+    /// Largest document the zone can hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.shared().cap
+    }
+
+    fn lock(&self) -> Locked {
+        // SAFETY: the pool's mutex was initialised by nginx with the zone.
+        unsafe { Locked::new(ptr::addr_of_mut!((*self.pool).mutex)) }
+    }
+
+    /// Make this process's core apply the zone's configuration if it changed since the
+    /// last time. The common case is one atomic load.
+    #[inline]
+    pub(crate) fn sync(&self, log: *mut ngx_log_t) {
+        let current = self.shared().generation.load(Ordering::Acquire);
+        if current != LAST_APPLIED.load(Ordering::Relaxed) {
+            self.sync_slow(log);
+        }
+    }
+
+    #[cold]
+    fn sync_slow(&self, log: *mut ngx_log_t) {
+        let (generation, doc) = {
+            let _lock = self.lock();
+            let s = self.shared();
+            let generation = s.generation.load(Ordering::Relaxed);
+            // SAFETY: under the mutex, data[..len] is the stored document (len <= cap).
+            let doc = unsafe { core::slice::from_raw_parts(s.data, s.len) }.to_vec();
+            (generation, doc)
+        };
+        if generation == LAST_APPLIED.load(Ordering::Relaxed) {
+            return;
+        }
+        if generation != 0 {
+            match crate::core().apply_backends(&doc) {
+                Ok(report) => {
+                    ngx_log_debug!(
+                        log,
+                        "ingress_lb: applied configuration generation {} from the shared zone: \
+                         {} backends ({} rebuilt, {} reused)",
+                        generation,
+                        report.backends,
+                        report.rebuilt,
+                        report.reused
+                    );
+                }
+                Err(err) => {
+                    // Cannot happen for documents stored by this module (they were applied
+                    // before being stored); keep serving the previous configuration.
+                    ngx_log_error!(
+                        NGX_LOG_ALERT,
+                        log,
+                        "ingress_lb: configuration generation {} in the shared zone was rejected: {}",
+                        generation,
+                        err
+                    );
+                }
+            }
+        }
+        LAST_APPLIED.store(generation, Ordering::Relaxed);
+    }
+
+    /// Store a document (already applied by this process's core), bump the generation,
+    /// and record that this process applied it.
+    pub(crate) fn store(&self, doc: &[u8]) -> Result<u64, StoreError> {
+        let cap = self.capacity();
+        if doc.len() > cap {
+            return Err(StoreError::TooLarge { size: doc.len(), cap });
+        }
+        let generation = {
+            let _lock = self.lock();
+            let s = self.hdr;
+            // SAFETY: under the mutex we own data[..cap] and len; doc fits (checked above).
+            unsafe {
+                ptr::copy_nonoverlapping(doc.as_ptr(), (*s).data, doc.len());
+                (*s).len = doc.len();
+                (*s).generation.fetch_add(1, Ordering::Release) + 1
+            }
+        };
+        LAST_APPLIED.store(generation, Ordering::Relaxed);
+        Ok(generation)
+    }
+
+    /// Run `f` on the stored document (None when nothing was stored yet), under the mutex.
+    pub(crate) fn with_document<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let _lock = self.lock();
+        let s = self.shared();
+        if s.generation.load(Ordering::Relaxed) == 0 {
+            return f(None);
+        }
+        // SAFETY: under the mutex, data[..len] is the stored document.
+        f(Some(unsafe { core::slice::from_raw_parts(s.data, s.len) }))
+    }
+}
+
+/// Make the next [`Zone::sync`] of this process re-apply the zone's document.
+pub(crate) fn force_resync() {
+    LAST_APPLIED.store(u64::MAX, Ordering::Relaxed);
+}
+
+/// Log helper used when a zone is missing at run time (should not happen: postconfiguration
+/// adds it whenever a directive of the module is used).
+pub(crate) fn log_no_zone(log: *mut ngx_log_t) {
+    ngx_log_error!(NGX_LOG_ERR, log, "ingress_lb: shared zone \"{}\" is not available", ZONE_NAME);
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The demo gateway: three backend servers, nginx with the ingress-lb module on
+# 127.0.0.1:8080 and nginx with the Lua front end on 127.0.0.1:8081, both given the
+# same configuration through the controller's protocol. Ctrl-C stops everything.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+nginx="${NGINX:-/usr/sbin/nginx}"
+lib="$root/target/release/libingress_lb.so"
+module="$root/target/release/ngx_http_ingress_lb_module.so"
+work="$root/target/demo"
+for f in "$lib" "$module"; do
+    [[ -f $f ]] || { echo "demo: $f is missing; run 'make build' first" >&2; exit 1; }
+done
+
+start() { # name conf-template
+    local name=$1 prefix="$work/$1"
+    mkdir -p "$prefix/conf" "$prefix/logs"
+    sed -e "s#@ROOT@#$root#g" -e "s#@MODULE@#$module#g" -e "s#@LIB@#$lib#g" "$2" >"$prefix/conf/nginx.conf"
+    "$nginx" -p "$prefix" -c conf/nginx.conf -t -q
+    "$nginx" -p "$prefix" -c conf/nginx.conf
+    started+=("$prefix")
+}
+
+stop() {
+    trap - INT TERM EXIT
+    for prefix in "${started[@]}"; do
+        "$nginx" -p "$prefix" -c conf/nginx.conf -s quit 2>/dev/null || true
+    done
+    echo; echo "demo: stopped"
+}
+
+started=()
+trap stop INT TERM EXIT
+start backends "$root/demo/backends.conf"
+start module "$root/demo/module.conf"
+start lua "$root/demo/lua.conf"
+sleep 0.5
+
+for port in 8080 8081; do
+    code=$(curl -sS -o "$work/post.out" -w '%{http_code}' --data-binary @"$root/demo/backends.json" \
+        "http://127.0.0.1:$port/configuration/backends")
+    [[ $code == 201 ]] || { echo "demo: POST to :$port answered $code: $(cat "$work/post.out")" >&2; exit 1; }
+done
+sleep 1
+
+cat <<MSG
+
+ingress-lb demo is running (logs under target/demo/*/logs):
+  nginx + ingress-lb module    http://127.0.0.1:8080
+  nginx + Lua front end        http://127.0.0.1:8081
+  backend "default-demo-80": 127.0.0.1:9101, :9102, :9103 and :9199 (nothing listens
+  there: requests that land on it are retried on another pod)
+
+Try:
+  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:8080/hello; done
+  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:8081/hello; done
+  curl -s http://127.0.0.1:8080/configuration/backends            # the configuration in force
+  curl -si -H 'X-Backend: nope' http://127.0.0.1:8080/              # unknown backend: 503
+  curl -si --data-binary '[{"name":"x","endpoints":[{"address":"10.0.0.1","port":"0"}]}]' \\
+       http://127.0.0.1:8081/configuration/backends                 # rejected: 400 + reason
+
+Ctrl-C stops the demo.
+MSG
+while sleep 3600; do :; done

@@ -1,0 +1,236 @@
+# Several worker processes share one configuration through the module's zone:
+# a POST received by one worker is served by every worker at once (well within
+# 1 s), and workers started later (reload, respawn) serve it too.
+#
+# A "front" server listens with reuseport, so the kernel spreads new
+# connections over both workers; the lua module is only the test driver
+# (subrequests in a loop, counting answers and the worker pids that served them).
+#
+#   TEST_NGINX_LOAD_MODULES="/usr/lib/nginx/modules/ndk_http_module.so \
+#       /usr/lib/nginx/modules/ngx_http_lua_module.so \
+#       $PWD/target/release/ngx_http_ingress_lb_module.so" \
+#     prove -It/compat -MIngressLbFallback t/module-workers.t
+
+BEGIN {
+    my @mods = grep { length } split /\s+/, $ENV{TEST_NGINX_LOAD_MODULES} // '';
+    if (!grep { /ngx_http_lua_module/ } @mods) {
+        my @lua = map { "/usr/lib/nginx/modules/$_" } qw(ndk_http_module.so ngx_http_lua_module.so);
+        unshift @mods, @lua unless grep { !-f $_ } @lua;
+    }
+    if (!grep { /ngx_http_ingress_lb_module/ } @mods) {
+        require Cwd;
+        for my $so (map { Cwd::abs_path('.') . "/target/release/$_" }
+                    qw(ngx_http_ingress_lb_module.so libngx_http_ingress_lb_module.so)) {
+            if (-f $so) { push @mods, $so; last }
+        }
+    }
+    $ENV{TEST_NGINX_LOAD_MODULES} = CORE::join ' ', @mods;
+}
+
+use Test::Nginx::Socket;
+
+my $mods = $ENV{TEST_NGINX_LOAD_MODULES};
+if ($mods !~ /ngx_http_ingress_lb_module/) {
+    plan skip_all => 'set TEST_NGINX_LOAD_MODULES to the absolute path of ngx_http_ingress_lb_module.so';
+} elsif ($mods !~ /ngx_http_lua_module/) {
+    plan skip_all => 'the lua module (test driver only) is not available';
+}
+
+repeat_each(1);
+no_shuffle();
+no_long_string();
+master_on();
+workers(2);
+log_level('info');
+check_accum_error_log();
+
+my $http_config = <<'_EOC_';
+    ingress_lb_zone 1m;
+
+    upstream upstream_balancer {
+        server 0.0.0.1; # placeholder
+        ingress_lb;
+    }
+
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a\n"; }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b\n"; }
+
+    # The ingress server: reuseport gives each worker its own socket.
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3 reuseport;
+        location / {
+            set $proxy_upstream_name "svc";
+            ingress_lb_route on;
+            add_header X-Worker $pid always;
+            proxy_pass http://upstream_balancer/;
+        }
+    }
+
+    init_by_lua_block {
+        ports = { a = "$TEST_NGINX_RAND_PORT_1", b = "$TEST_NGINX_RAND_PORT_2" }
+        function post(ep)
+            local doc = '[{"name":"svc","endpoints":[{"address":"127.0.0.1","port":"' .. ports[ep] .. '"}]}]'
+            return ngx.location.capture("/configuration/backends",
+                { method = ngx.HTTP_POST, body = doc }).status
+        end
+        -- n requests on new connections to the ingress server: answers and workers seen
+        function probe(n)
+            local seen, keys, pids, npids = {}, {}, {}, 0
+            for _ = 1, n do
+                local res = ngx.location.capture("/front")
+                local k = tostring(res.status)
+                if res.status == 200 then k = k .. ":" .. res.body:gsub("\n", "") end
+                if not seen[k] then seen[k] = 0; keys[#keys + 1] = k end
+                seen[k] = seen[k] + 1
+                local pid = res.header["X-Worker"]
+                if pid and not pids[pid] then pids[pid] = true; npids = npids + 1 end
+            end
+            table.sort(keys)
+            local out = {}
+            for _, k in ipairs(keys) do out[#out + 1] = k .. "=" .. seen[k] end
+            return table.concat(out, " ") .. " workers=" .. npids
+        end
+    }
+_EOC_
+
+my $config = <<'_EOC_';
+    location /configuration {
+        ingress_lb_configuration;
+    }
+    location = /front {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_3/;
+    }
+_EOC_
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value('http_config', $http_config . ($block->http_config // ''));
+    $block->set_value('config', $config . ($block->config // ''));
+});
+
+run_tests();
+
+Test::More::done_testing();
+
+__DATA__
+
+=== TEST 1: a POST handled by one worker is served by both workers at once (< 1 s)
+--- config
+    location = /t {
+        content_by_lua_block {
+            ngx.say("before: ", probe(20))
+            ngx.say("post a: ", post("a"))
+            ngx.update_time()
+            local t0 = ngx.now()
+            ngx.say("after a: ", probe(40))
+            ngx.say("post b: ", post("b"))
+            ngx.say("after b: ", probe(40))
+            ngx.update_time()
+            ngx.say("within 1s: ", ngx.now() - t0 < 1)
+        }
+    }
+--- request
+GET /t
+--- response_body
+before: 503=20 workers=2
+post a: 201
+after a: 200:a=40 workers=2
+post b: 201
+after b: 200:b=40 workers=2
+within 1s: true
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 2: GET on any worker returns the document posted to another
+--- config
+    location = /front-config {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_4/configuration/backends;
+    }
+    location = /t {
+        content_by_lua_block {
+            ngx.say("post b: ", post("b"))
+            local seen, n = {}, 0
+            for _ = 1, 30 do
+                local res = ngx.location.capture("/front-config")
+                local pid = res.header["X-Worker"]
+                if res.status == 200 and res.body:find('"port":"' .. ports.b .. '"', 1, true) then
+                    if pid and not seen[pid] then seen[pid] = true; n = n + 1 end
+                else
+                    ngx.say("unexpected: ", res.status, " ", res.body)
+                end
+            end
+            ngx.say("workers returning it: ", n)
+        }
+    }
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_4 reuseport;
+        location /configuration {
+            add_header X-Worker $pid always;
+            ingress_lb_configuration;
+        }
+    }
+--- request
+GET /t
+--- response_body
+post b: 201
+workers returning it: 2
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 3: after a reload (HUP) the new workers serve the configuration kept in the zone
+--- config
+    location = /post-and-reload {
+        content_by_lua_block {
+            local ffi = require "ffi"
+            ffi.cdef[[ int getppid(void); int kill(int pid, int sig); ]]
+            ngx.say("post a: ", post("a"))
+            ngx.say("hup: ", ffi.C.kill(ffi.C.getppid(), 1))
+        }
+    }
+    location = /probe {
+        content_by_lua_block { ngx.say(probe(20)) }
+    }
+--- request eval
+["GET /post-and-reload", "GET /probe", "GET /configuration/backends"]
+--- wait: 1
+--- response_body_like eval
+["^post a: 201\nhup: 0\n\$", "^200:a=20 workers=2\n\$", "^\\[\\{\"name\":\"svc\""]
+--- error_code eval
+[200, 200, 200]
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 4: a respawned worker serves the configuration kept in the zone
+--- config
+    location = /post-and-exit {
+        content_by_lua_block {
+            ngx.say("post b: ", post("b"))
+            -- end this worker process after the response; the master respawns one
+            ngx.timer.at(0.05, function()
+                local ffi = require "ffi"
+                ffi.cdef[[ int getpid(void); int kill(int pid, int sig); ]]
+                ffi.C.kill(ffi.C.getpid(), 15)
+            end)
+        }
+    }
+    location = /probe {
+        content_by_lua_block { ngx.say(probe(20)) }
+    }
+--- request eval
+["GET /post-and-exit", "GET /probe"]
+--- wait: 1
+--- response_body eval
+["post b: 201\n", "200:b=20 workers=2\n"]
+--- no_error_log
+[error]
+[alert]
