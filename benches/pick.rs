@@ -16,6 +16,8 @@ fn backends_doc(name: &str, n: usize, extra: &str) -> Vec<u8> {
     format!(r#"[{{"name":"{name}",{extra}"endpoints":[{}]}}]"#, eps.join(",")).into_bytes()
 }
 
+/// One pick as a front end makes it: look the backend up by name in the snapshot in
+/// force, pick, and read the endpoint's address text.
 fn round_robin(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick/round_robin");
     group.throughput(Throughput::Elements(1));
@@ -26,9 +28,38 @@ fn round_robin(c: &mut Criterion) {
             let mut ctx = PickCtx::new();
             b.iter(|| {
                 ctx.reset();
-                black_box(core.pick(black_box(b"default-web-80"), &mut ctx).unwrap())
+                black_box(core.pick_with(black_box(b"default-web-80"), &mut ctx, |p| p.text().len()).unwrap())
             })
         });
+    }
+    group.finish();
+}
+
+/// The same through the C ABI, as LuaJIT calls it: panic guard, argument checks,
+/// copy of the peer into the caller's `ilb_peer`.
+fn round_robin_c_abi(c: &mut Criterion) {
+    use ingress_lb::ffi::{ilb_core_apply_backends, ilb_core_free, ilb_core_new, ilb_core_pick, IlbPeer};
+    let mut group = c.benchmark_group("pick/round_robin_c_abi");
+    for n in SIZES {
+        let doc = backends_doc("default-web-80", n, "");
+        let mut core = std::ptr::null_mut();
+        // SAFETY: valid out-pointer and buffers; the core is freed below.
+        unsafe {
+            ilb_core_new(&mut core);
+            ilb_core_apply_backends(core, doc.as_ptr(), doc.len(), std::ptr::null_mut(), 0, std::ptr::null_mut());
+        }
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut ctx = PickCtx::new();
+            let mut peer = std::mem::MaybeUninit::<IlbPeer>::uninit();
+            let name = b"default-web-80";
+            b.iter(|| {
+                ctx.reset();
+                // SAFETY: live core, valid name/ctx/peer pointers.
+                black_box(unsafe { ilb_core_pick(core, name.as_ptr().cast(), name.len(), &mut ctx, peer.as_mut_ptr()) })
+            })
+        });
+        // SAFETY: created above, freed once.
+        unsafe { ilb_core_free(core) };
     }
     group.finish();
 }
@@ -43,13 +74,13 @@ fn round_robin_retry(c: &mut Criterion) {
             let mut ctx = PickCtx::new();
             b.iter(|| {
                 ctx.reset();
-                core.pick(b"default-web-80", &mut ctx).unwrap();
-                black_box(core.pick(black_box(b"default-web-80"), &mut ctx).unwrap())
+                core.pick_with(b"default-web-80", &mut ctx, |p| p.index()).unwrap();
+                black_box(core.pick_with(black_box(b"default-web-80"), &mut ctx, |p| p.text().len()).unwrap())
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, round_robin, round_robin_retry);
+criterion_group!(benches, round_robin, round_robin_c_abi, round_robin_retry);
 criterion_main!(benches);

@@ -346,24 +346,26 @@ pub unsafe extern "C" fn ilb_core_pick(
             return IlbResult::NullArgument;
         }
         // A context from C may hold any tried_len; PickCtx clamps it when reading.
-        match core.pick(name, ctx) {
-            Ok(peer) => {
-                let text = peer.text.as_bytes();
-                let mut out = IlbPeer {
-                    addr: [0; ADDR_MAX],
-                    addr_len: text.len() as u32,
-                    port: peer.addr.port(),
-                    family: if peer.addr.is_ipv4() { 4 } else { 6 },
-                    reserved: 0,
-                    index: peer.index,
-                };
-                for (dst, &src) in out.addr.iter_mut().zip(text) {
-                    *dst = src as c_char;
-                }
-                // SAFETY: peer_out is non-null and writable by contract.
-                unsafe { peer_out.write(out) };
-                IlbResult::Ok
+        let picked = core.pick_with(name, ctx, |peer| {
+            let text = peer.text().as_bytes();
+            let addr = peer.addr();
+            // SAFETY: peer_out is non-null and points to a writable (possibly
+            // uninitialised) ilb_peer by contract; every write goes through a raw field
+            // pointer, nothing is read or referenced. text.len() is at most 47 < ADDR_MAX,
+            // which leaves room for the NUL.
+            unsafe {
+                let buf = std::ptr::addr_of_mut!((*peer_out).addr).cast::<u8>();
+                std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len());
+                buf.add(text.len()).write(0);
+                std::ptr::addr_of_mut!((*peer_out).addr_len).write(text.len() as u32);
+                std::ptr::addr_of_mut!((*peer_out).port).write(addr.port());
+                std::ptr::addr_of_mut!((*peer_out).family).write(if addr.is_ipv4() { 4 } else { 6 });
+                std::ptr::addr_of_mut!((*peer_out).reserved).write(0);
+                std::ptr::addr_of_mut!((*peer_out).index).write(peer.index());
             }
+        });
+        match picked {
+            Ok(()) => IlbResult::Ok,
             Err(e) => e.into(),
         }
     })

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 pub use balancer::AlgorithmKind;
 pub use config::MAX_CONFIG_BYTES;
 pub use error::{ConfigError, PickError};
-pub use pick::{Peer, PickCtx, ADDR_MAX, MAX_TRIED};
+pub use pick::{Peer, PeerRef, PickCtx, ADDR_MAX, MAX_TRIED};
 pub use snapshot::ApplyReport;
 
 use snapshot::Snapshot;
@@ -119,17 +119,32 @@ impl Core {
     /// Pick an endpoint of backend `name` for the request whose state is `ctx`, and
     /// remember it there. A peer already tried in this request is not picked while an
     /// untried one remains. Never allocates.
+    ///
+    /// `f` sees the endpoint borrowed from the snapshot and copies what the caller
+    /// needs (the front ends write the socket address or its text straight into their
+    /// own buffers); its result is returned.
     #[inline]
-    pub fn pick(&self, name: &[u8], ctx: &mut PickCtx) -> Result<Peer, PickError> {
+    pub fn pick_with<R>(
+        &self,
+        name: &[u8],
+        ctx: &mut PickCtx,
+        f: impl FnOnce(PeerRef<'_>) -> R,
+    ) -> Result<R, PickError> {
         let snapshot = self.current.load();
         let backend = snapshot.backend(name).ok_or(PickError::UnknownBackend)?;
         if backend.endpoints.is_empty() {
             return Err(PickError::NoEndpoints);
         }
         let i = backend.algorithm.pick(&backend.endpoints, ctx);
-        let ep = &backend.endpoints[i];
-        ctx.remember(ep.key);
-        Ok(Peer { addr: ep.addr, index: i as u32, text: ep.text })
+        let endpoint = &backend.endpoints[i];
+        ctx.remember(endpoint.key);
+        Ok(f(PeerRef { endpoint, index: i as u32 }))
+    }
+
+    /// [`Core::pick_with`] returning an owned copy of the endpoint.
+    #[inline]
+    pub fn pick(&self, name: &[u8], ctx: &mut PickCtx) -> Result<Peer, PickError> {
+        self.pick_with(name, ctx, |p| p.to_peer())
     }
 }
 

@@ -62,6 +62,40 @@ impl PickCtx {
     }
 }
 
+/// An endpoint chosen by a pick, borrowed from the configuration snapshot for the
+/// duration of [`crate::Core::pick_with`]'s callback: the front ends copy what they
+/// need (socket address, address text) straight to their own buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerRef<'a> {
+    pub(crate) endpoint: &'a crate::snapshot::Endpoint,
+    pub(crate) index: u32,
+}
+
+impl<'a> PeerRef<'a> {
+    /// The endpoint's socket address.
+    #[inline]
+    pub fn addr(&self) -> SocketAddr {
+        self.endpoint.addr
+    }
+
+    /// `"10.0.0.1:8080"`, or `"[fd00::1]:8080"` for IPv6 (bracketed, as nginx wants it).
+    #[inline]
+    pub fn text(&self) -> &'a str {
+        &self.endpoint.text
+    }
+
+    /// Position of the endpoint in its backend's list.
+    #[inline]
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// An owned copy, valid whatever is published afterwards.
+    pub fn to_peer(&self) -> Peer {
+        Peer { addr: self.endpoint.addr, index: self.index, text: AddrText::new(&self.endpoint.text) }
+    }
+}
+
 /// An endpoint chosen by a pick, copied out of the configuration snapshot so it stays
 /// valid whatever is published afterwards.
 #[derive(Clone, Copy, Debug)]
@@ -84,18 +118,21 @@ impl Peer {
 #[derive(Clone, Copy)]
 pub(crate) struct AddrText {
     len: u8,
-    buf: [u8; ADDR_MAX - 1],
+    buf: [u8; ADDR_TEXT_MAX],
 }
 
+/// Longest address text: "[" + 39 (IPv6) + "]:" + 5 (port). Endpoints never carry
+/// an IPv6 scope id (the parser rejects it).
+const ADDR_TEXT_MAX: usize = 47;
+
 impl AddrText {
-    pub(crate) fn new(addr: &SocketAddr) -> Self {
-        use std::io::Write;
-        let mut buf = [0u8; ADDR_MAX - 1];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        // SocketAddr's Display brackets IPv6; the longest form ("[v6%scope]:port") fits.
-        write!(cursor, "{addr}").expect("socket address text fits in ADDR_MAX");
-        let len = cursor.position() as u8;
-        AddrText { len, buf }
+    /// Copy an endpoint's address text (at most `ADDR_TEXT_MAX` bytes: the endpoint
+    /// parser admits no IPv6 scope id).
+    pub(crate) fn new(text: &str) -> Self {
+        let mut buf = [0u8; ADDR_TEXT_MAX];
+        let len = text.len().min(ADDR_TEXT_MAX);
+        buf[..len].copy_from_slice(&text.as_bytes()[..len]);
+        AddrText { len: len as u8, buf }
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
@@ -137,8 +174,8 @@ mod tests {
     fn address_text_brackets_ipv6() {
         let v4: SocketAddr = "10.1.2.3:8080".parse().unwrap();
         let v6: SocketAddr = "[fd00:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap();
-        assert_eq!(AddrText::new(&v4).as_str(), "10.1.2.3:8080");
-        assert_eq!(AddrText::new(&v6).as_str(), "[fd00:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+        assert_eq!(AddrText::new(&v4.to_string()).as_str(), "10.1.2.3:8080");
+        assert_eq!(AddrText::new(&v6.to_string()).as_str(), "[fd00:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use crate::balancer::{Algorithm, AlgorithmKind};
 use crate::config::{self, BackendSpec};
 use crate::error::{BackendLabel, ConfigError};
-use crate::pick::AddrText;
 
 /// Fixed hasher seeds: keys and content hashes are stable within and across processes.
 fn hasher() -> ahash::RandomState {
@@ -29,12 +28,13 @@ pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     /// Identity used by the per-request tried set.
     pub(crate) key: u64,
-    pub(crate) text: AddrText,
+    /// "ip:port", IPv6 bracketed: what nginx is given.
+    pub(crate) text: Box<str>,
 }
 
 impl Endpoint {
     fn new(addr: SocketAddr) -> Self {
-        Endpoint { addr, key: hasher().hash_one(addr), text: AddrText::new(&addr) }
+        Endpoint { addr, key: hasher().hash_one(addr), text: addr.to_string().into_boxed_str() }
     }
 }
 
