@@ -1,6 +1,10 @@
 //! Compiles `tests/c/abi_check.c` against `include/ingress_lb.h` with the C compiler
-//! the `cc` crate finds, links it to the shared library cargo built next to this
-//! test, and runs it: the header, the exported symbols and their behaviour agree.
+//! the `cc` crate finds, links it to `libingress_lb.so` and runs it: the header, the
+//! exported symbols and their behaviour agree.
+//!
+//! `cargo test` builds the library as an rlib only, so the shared library is built
+//! here, by cargo, into its own target directory (`target/c-abi`): no lock is shared
+//! with the cargo running this test, and it is a no-op when up to date.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,9 +12,17 @@ use std::process::Command;
 #[test]
 fn c_program_uses_the_shared_library_through_the_header() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // target/<profile>/deps/c_abi-<hash> -> target/<profile>
+    // target/<profile>/deps/c_abi-<hash> -> target/
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target_dir = exe.parent().unwrap().parent().unwrap().parent().unwrap().join("c-abi");
+    let build = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--quiet", "--lib", "--target-dir"])
+        .arg(&target_dir)
+        .status()
+        .expect("run cargo build --lib");
+    assert!(build.success(), "cargo build --lib failed");
+    let profile_dir = target_dir.join("debug");
     let lib = profile_dir.join("libingress_lb.so");
     assert!(lib.exists(), "{} not built", lib.display());
     let out = profile_dir.join("abi_check");
