@@ -62,7 +62,11 @@ fn main() {
     // Sizes used in the header's struct layouts.
     let max_tried = rust_const(&pick, "MAX_TRIED");
     let addr_max = rust_const(&pick, "ADDR_MAX");
-    for (define, value) in [("ILB_MAX_TRIED", max_tried), ("ILB_ADDR_MAX", addr_max)] {
+    let cookie_max = rust_const(&pick, "COOKIE_MAX");
+    if !header.contains(&format!("char set_cookie[{cookie_max}];")) {
+        problems.push(format!("ilb_peer.set_cookie must have {cookie_max} elements"));
+    }
+    for (define, value) in [("ILB_MAX_TRIED", max_tried), ("ILB_ADDR_MAX", addr_max), ("ILB_COOKIE_MAX", cookie_max)] {
         if header_define(&header, define) != Some(value) {
             problems.push(format!("#define {define} does not match Rust's value {value}"));
         }
@@ -156,6 +160,9 @@ fn c_to_rust(c: &str) -> String {
         "ilb_core" => "IlbCore",
         "ilb_pick_ctx" => "PickCtx",
         "ilb_peer" => "IlbPeer",
+        "ilb_request" => "IlbRequest",
+        "ilb_backend_info" => "IlbBackendInfo",
+        "double" => "f64",
         other => panic!("build.rs: no Rust mapping for C type `{other}`; add one"),
     };
     let mut out = String::new();

@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ingress_lb::{Core, PickCtx};
+use ingress_lb::{Core, PickCtx, Request};
 
 const SIZES: [usize; 4] = [3, 100, 1000, 10000];
 
@@ -28,7 +28,10 @@ fn round_robin(c: &mut Criterion) {
             let mut ctx = PickCtx::new();
             b.iter(|| {
                 ctx.reset();
-                black_box(core.pick_with(black_box(b"default-web-80"), &mut ctx, |p| p.text().len()).unwrap())
+                black_box(
+                    core.pick_with(black_box(b"default-web-80"), &Request::EMPTY, &mut ctx, |p| p.peer.text().len())
+                        .unwrap(),
+                )
             })
         });
     }
@@ -55,7 +58,9 @@ fn round_robin_c_abi(c: &mut Criterion) {
             b.iter(|| {
                 ctx.reset();
                 // SAFETY: live core, valid name/ctx/peer pointers.
-                black_box(unsafe { ilb_core_pick(core, name.as_ptr().cast(), name.len(), &mut ctx, peer.as_mut_ptr()) })
+                black_box(unsafe {
+                    ilb_core_pick(core, name.as_ptr().cast(), name.len(), std::ptr::null(), &mut ctx, peer.as_mut_ptr())
+                })
             })
         });
         // SAFETY: created above, freed once.
@@ -74,8 +79,11 @@ fn round_robin_retry(c: &mut Criterion) {
             let mut ctx = PickCtx::new();
             b.iter(|| {
                 ctx.reset();
-                core.pick_with(b"default-web-80", &mut ctx, |p| p.index()).unwrap();
-                black_box(core.pick_with(black_box(b"default-web-80"), &mut ctx, |p| p.text().len()).unwrap())
+                core.pick_with(b"default-web-80", &Request::EMPTY, &mut ctx, |p| p.peer.index()).unwrap();
+                black_box(
+                    core.pick_with(black_box(b"default-web-80"), &Request::EMPTY, &mut ctx, |p| p.peer.text().len())
+                        .unwrap(),
+                )
             })
         });
     }

@@ -7,8 +7,9 @@
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::pick::{PickCtx, ADDR_MAX};
-use crate::{ConfigError, Core, PickError, MAX_CONFIG_BYTES};
+use crate::pick::{PickCtx, ADDR_MAX, COOKIE_MAX};
+use crate::request::Request;
+use crate::{AlgorithmKind, ConfigError, Core, PickError, MAX_CONFIG_BYTES};
 
 /// `ILB_ABI_VERSION` of the header.
 pub const ABI_VERSION: u32 = 1;
@@ -50,6 +51,72 @@ pub struct IlbPeer {
     pub family: u8,
     pub reserved: u8,
     pub index: u32,
+    pub score: f64,
+    pub set_cookie_len: u32,
+    pub set_cookie: [c_char; COOKIE_MAX],
+}
+
+/// `ilb_request`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IlbRequest {
+    pub hash_key: *const c_char,
+    pub hash_key_len: usize,
+    pub cookie: *const c_char,
+    pub cookie_len: usize,
+    pub host: *const c_char,
+    pub host_len: usize,
+    pub location_path: *const c_char,
+    pub location_path_len: usize,
+    pub user_agent: *const c_char,
+    pub user_agent_len: usize,
+    pub now: f64,
+    pub https: u32,
+    pub reserved: u32,
+}
+
+/// `ilb_backend_info`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IlbBackendInfo {
+    pub algorithm: u32,
+    pub needs: u32,
+}
+
+/// `ilb_algorithm` value of an algorithm.
+fn algorithm_code(kind: AlgorithmKind) -> u32 {
+    match kind {
+        AlgorithmKind::RoundRobin => 0,
+        AlgorithmKind::Ewma => 1,
+        AlgorithmKind::Chash => 2,
+        AlgorithmKind::ChashSubset => 3,
+        AlgorithmKind::StickyBalanced => 4,
+        AlgorithmKind::StickyPersistent => 5,
+    }
+}
+
+/// Borrow the fields of an `ilb_request` (NULL: the empty request).
+///
+/// # Safety
+/// `req` must be NULL or point to a readable ilb_request whose (pointer, length) pairs
+/// follow the contract of `bytes` for the returned lifetime.
+unsafe fn request<'a>(req: *const IlbRequest) -> Result<Request<'a>, IlbResult> {
+    // SAFETY: per the contract above.
+    let Some(r) = (unsafe { req.as_ref() }) else {
+        return Ok(Request::EMPTY);
+    };
+    // SAFETY: each pair is a caller-provided (pointer, length) per the contract.
+    unsafe {
+        Ok(Request {
+            hash_key: bytes(r.hash_key.cast(), r.hash_key_len)?,
+            cookie: bytes(r.cookie.cast(), r.cookie_len)?,
+            host: bytes(r.host.cast(), r.host_len)?,
+            location_path: bytes(r.location_path.cast(), r.location_path_len)?,
+            user_agent: bytes(r.user_agent.cast(), r.user_agent_len)?,
+            https: r.https != 0,
+            now: r.now,
+        })
+    }
 }
 
 /// Run `f`, turning a panic into `ILB_PANIC`.
@@ -323,21 +390,24 @@ pub unsafe extern "C" fn ilb_pick_ctx_init(ctx: *mut PickCtx) {
 
 /// # Safety
 /// `core` a live handle or NULL; `name` `name_len` readable bytes or (NULL, 0);
-/// `ctx` an initialised, writable ilb_pick_ctx or NULL; `peer_out` writable or NULL.
+/// `req` NULL or a readable ilb_request; `ctx` an initialised, writable ilb_pick_ctx
+/// or NULL; `peer_out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn ilb_core_pick(
     core: *const IlbCore,
     name: *const c_char,
     name_len: usize,
+    req: *const IlbRequest,
     ctx: *mut PickCtx,
     peer_out: *mut IlbPeer,
 ) -> IlbResult {
     guard(|| {
         // SAFETY: caller contracts.
-        let (core, name) = match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(name.cast(), name_len)?))) } {
-            Ok(v) => v,
-            Err(e) => return e,
-        };
+        let (core, name, req) =
+            match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(name.cast(), name_len)?, request(req)?))) } {
+                Ok(v) => v,
+                Err(e) => return e,
+            };
         // SAFETY: ctx is NULL or a valid, exclusively borrowed ilb_pick_ctx by contract.
         let Some(ctx) = (unsafe { ctx.as_mut() }) else {
             return IlbResult::NullArgument;
@@ -346,13 +416,15 @@ pub unsafe extern "C" fn ilb_core_pick(
             return IlbResult::NullArgument;
         }
         // A context from C may hold any tried_len; PickCtx clamps it when reading.
-        let picked = core.pick_with(name, ctx, |peer| {
+        let picked = core.pick_with(name, &req, ctx, |picked| {
+            let peer = picked.peer;
             let text = peer.text().as_bytes();
             let addr = peer.addr();
             // SAFETY: peer_out is non-null and points to a writable (possibly
             // uninitialised) ilb_peer by contract; every write goes through a raw field
-            // pointer, nothing is read or referenced. text.len() is at most 47 < ADDR_MAX,
-            // which leaves room for the NUL.
+            // pointer, or a byte slice over the set_cookie array (bytes have no invalid
+            // values, and write_to only writes); nothing is read. text.len() is at most
+            // 47 < ADDR_MAX, which leaves room for the NUL.
             unsafe {
                 let buf = std::ptr::addr_of_mut!((*peer_out).addr).cast::<u8>();
                 std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len());
@@ -362,11 +434,128 @@ pub unsafe extern "C" fn ilb_core_pick(
                 std::ptr::addr_of_mut!((*peer_out).family).write(if addr.is_ipv4() { 4 } else { 6 });
                 std::ptr::addr_of_mut!((*peer_out).reserved).write(0);
                 std::ptr::addr_of_mut!((*peer_out).index).write(peer.index());
+                std::ptr::addr_of_mut!((*peer_out).score).write(picked.score);
+                let cookie = std::ptr::addr_of_mut!((*peer_out).set_cookie).cast::<u8>();
+                let cookie_buf = std::slice::from_raw_parts_mut(cookie, COOKIE_MAX);
+                // Leave room for the NUL; a cookie that does not fit is not sent.
+                let n = picked.set_cookie.and_then(|c| c.write_to(&mut cookie_buf[..COOKIE_MAX - 1])).unwrap_or(0);
+                cookie_buf[n] = 0;
+                std::ptr::addr_of_mut!((*peer_out).set_cookie_len).write(n as u32);
             }
         });
         match picked {
             Ok(()) => IlbResult::Ok,
             Err(e) => e.into(),
+        }
+    })
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `name` `name_len` readable bytes or (NULL, 0);
+/// `info_out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_backend_info(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    info_out: *mut IlbBackendInfo,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contracts.
+        let (core, name) = match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(name.cast(), name_len)?))) } {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        if info_out.is_null() {
+            return IlbResult::NullArgument;
+        }
+        let Some(info) = core.backend_info(name) else {
+            return IlbResult::UnknownBackend;
+        };
+        let needs =
+            u32::from(info.needs_hash_key) | u32::from(info.needs_cookie) << 1 | u32::from(info.needs_timing) << 2;
+        // SAFETY: non-null and writable by contract.
+        unsafe { info_out.write(IlbBackendInfo { algorithm: algorithm_code(info.algorithm), needs }) };
+        IlbResult::Ok
+    })
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `name` `name_len` readable bytes or (NULL, 0); `buf`
+/// `buf_cap` writable bytes or NULL; `len_out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_backend_hash_by(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    buf: *mut c_char,
+    buf_cap: usize,
+    len_out: *mut usize,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contracts.
+        let (core, name) = match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(name.cast(), name_len)?))) } {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        if buf.is_null() && buf_cap > 0 {
+            return IlbResult::NullArgument;
+        }
+        let written = core.hash_by(name, |expr| {
+            // SAFETY: buf has buf_cap writable bytes (or is NULL with buf_cap 0).
+            unsafe { write_text(expr, buf, buf_cap, std::ptr::null_mut()) };
+            expr.len()
+        });
+        match written {
+            Some(full_len) => {
+                if !len_out.is_null() {
+                    // SAFETY: non-null and writable by contract.
+                    unsafe { *len_out = full_len };
+                }
+                IlbResult::Ok
+            }
+            None => IlbResult::UnknownBackend,
+        }
+    })
+}
+
+/// # Safety
+/// `core` a live handle or NULL; every (pointer, length) pair readable or (NULL, 0).
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_observe(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    upstream_addr: *const c_char,
+    upstream_addr_len: usize,
+    upstream_status: *const c_char,
+    upstream_status_len: usize,
+    connect_time: *const c_char,
+    connect_time_len: usize,
+    response_time: *const c_char,
+    response_time_len: usize,
+    now: f64,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contracts.
+        let args = unsafe {
+            core_ref(core).and_then(|c| {
+                Ok((
+                    c,
+                    bytes(name.cast(), name_len)?,
+                    bytes(upstream_addr.cast(), upstream_addr_len)?,
+                    bytes(upstream_status.cast(), upstream_status_len)?,
+                    bytes(connect_time.cast(), connect_time_len)?,
+                    bytes(response_time.cast(), response_time_len)?,
+                ))
+            })
+        };
+        match args {
+            Ok((core, name, addr, status, connect, response)) => {
+                core.observe(name, addr, status, connect, response, now);
+                IlbResult::Ok
+            }
+            Err(e) => e,
         }
     })
 }

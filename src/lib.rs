@@ -13,6 +13,7 @@ mod error;
 #[cfg(feature = "capi")]
 pub mod ffi;
 mod pick;
+mod request;
 mod snapshot;
 
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use parking_lot::Mutex;
 pub use balancer::AlgorithmKind;
 pub use config::MAX_CONFIG_BYTES;
 pub use error::{ConfigError, PickError};
-pub use pick::{Peer, PeerRef, PickCtx, ADDR_MAX, MAX_TRIED};
+pub use pick::{Peer, PeerRef, PickCtx, ADDR_MAX, COOKIE_MAX, MAX_TRIED};
+pub use request::{BackendInfo, Picked, Request, SetCookie};
 pub use snapshot::ApplyReport;
 
 use snapshot::Snapshot;
@@ -116,35 +118,68 @@ impl Core {
         self.current.load().backend(name).map(|b| b.kind)
     }
 
-    /// Pick an endpoint of backend `name` for the request whose state is `ctx`, and
-    /// remember it there. A peer already tried in this request is not picked while an
-    /// untried one remains. Never allocates.
+    /// Pick an endpoint of backend `name` for the request `req` whose state is `ctx`,
+    /// and remember it there. A peer already tried in this request is not picked while
+    /// an untried one remains. Never allocates.
     ///
-    /// `f` sees the endpoint borrowed from the snapshot and copies what the caller
-    /// needs (the front ends write the socket address or its text straight into their
-    /// own buffers); its result is returned.
+    /// `f` sees the endpoint borrowed from the snapshot, with what the front end must
+    /// apply (a cookie to set, the ewma score), and copies what the caller needs
+    /// straight into its own buffers; its result is returned.
     #[inline]
     pub fn pick_with<R>(
         &self,
         name: &[u8],
+        req: &Request<'_>,
         ctx: &mut PickCtx,
-        f: impl FnOnce(PeerRef<'_>) -> R,
+        f: impl FnOnce(Picked<'_>) -> R,
     ) -> Result<R, PickError> {
         let snapshot = self.current.load();
         let backend = snapshot.backend(name).ok_or(PickError::UnknownBackend)?;
         if backend.endpoints.is_empty() {
             return Err(PickError::NoEndpoints);
         }
-        let i = backend.algorithm.pick(&backend.endpoints, ctx);
-        let endpoint = &backend.endpoints[i];
+        let choice = backend.algorithm.pick(backend, req, ctx);
+        let endpoint = &backend.endpoints[choice.index];
         ctx.remember(endpoint.key);
-        Ok(f(PeerRef { endpoint, index: i as u32 }))
+        Ok(f(Picked {
+            peer: PeerRef { endpoint, index: choice.index as u32 },
+            score: choice.score,
+            set_cookie: choice.set_cookie,
+        }))
     }
 
-    /// [`Core::pick_with`] returning an owned copy of the endpoint.
+    /// What a front end must provide for picks on backend `name`, if it exists.
+    pub fn backend_info(&self, name: &[u8]) -> Option<BackendInfo> {
+        self.current.load().backend(name).map(|b| b.info())
+    }
+
+    /// Call `f` with backend `name`'s `upstream-hash-by` expression, if the backend
+    /// exists. For front ends that evaluate the expression themselves.
+    pub fn hash_by<R>(&self, name: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
+        self.current.load().backend(name).map(|b| f(&b.spec.upstream_hash_by.hash_by))
+    }
+
+    /// Report how the attempts of a finished request went, from nginx's variables as
+    /// they are (`$upstream_addr`, `$upstream_status`, `$upstream_connect_time`,
+    /// `$upstream_response_time`: comma-separated per attempt, ` : ` between internal
+    /// redirects). Feeds the ewma statistics of the backend's endpoints; ignored for
+    /// other algorithms.
+    pub fn observe(
+        &self,
+        _name: &[u8],
+        _upstream_addr: &[u8],
+        _upstream_status: &[u8],
+        _connect_time: &[u8],
+        _response_time: &[u8],
+        _now: f64,
+    ) {
+    }
+
+    /// [`Core::pick_with`] for a request with no data ([`Request::EMPTY`]), returning
+    /// an owned copy of the endpoint.
     #[inline]
     pub fn pick(&self, name: &[u8], ctx: &mut PickCtx) -> Result<Peer, PickError> {
-        self.pick_with(name, ctx, |p| p.to_peer())
+        self.pick_with(name, &Request::EMPTY, ctx, |p| p.peer.to_peer())
     }
 }
 

@@ -8,6 +8,9 @@ pub const MAX_TRIED: usize = 32;
 /// Size of a peer's address text buffer (`ILB_ADDR_MAX` in the C header).
 pub const ADDR_MAX: usize = 64;
 
+/// Size of the `Set-Cookie` buffer of a picked peer (`ILB_COOKIE_MAX` in the C header).
+pub const COOKIE_MAX: usize = 1024;
+
 /// State of one request across its attempts: the endpoints already tried.
 ///
 /// The layout is `ilb_pick_ctx` of the C header: callers own it (stack, nginx request

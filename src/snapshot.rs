@@ -153,6 +153,17 @@ impl Snapshot {
 }
 
 impl Backend {
+    /// What a front end must provide for picks on this backend.
+    pub(crate) fn info(&self) -> crate::request::BackendInfo {
+        use AlgorithmKind::*;
+        crate::request::BackendInfo {
+            algorithm: self.kind,
+            needs_hash_key: matches!(self.kind, Chash | ChashSubset),
+            needs_cookie: matches!(self.kind, StickyBalanced | StickyPersistent),
+            needs_timing: self.kind == Ewma,
+        }
+    }
+
     fn build(spec: BackendSpec, raw: &str, position: usize) -> Result<Backend, ConfigError> {
         if spec.name.is_empty() {
             return Err(ConfigError::field(&BackendLabel::Index(position), "name", "missing or empty"));

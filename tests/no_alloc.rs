@@ -104,13 +104,16 @@ fn c_abi_picks_do_not_allocate() {
     let mut ctx = PickCtx::new();
     let mut peer = std::mem::MaybeUninit::<IlbPeer>::uninit();
     // SAFETY: all pointers valid.
-    unsafe { ilb_core_pick(core, b"web".as_ptr().cast(), 3, &mut ctx, peer.as_mut_ptr()) };
+    unsafe { ilb_core_pick(core, b"web".as_ptr().cast(), 3, std::ptr::null(), &mut ctx, peer.as_mut_ptr()) };
     let before = allocations();
     for _ in 0..100_000 {
         // SAFETY: all pointers valid for the call.
         unsafe {
             ilb_pick_ctx_init(&mut ctx);
-            assert_eq!(ilb_core_pick(core, b"web".as_ptr().cast(), 3, &mut ctx, peer.as_mut_ptr()), IlbResult::Ok);
+            assert_eq!(
+                ilb_core_pick(core, b"web".as_ptr().cast(), 3, std::ptr::null(), &mut ctx, peer.as_mut_ptr()),
+                IlbResult::Ok
+            );
             assert_eq!(ilb_core_has_backend(core, b"web".as_ptr().cast(), 3), IlbResult::Ok);
         }
     }

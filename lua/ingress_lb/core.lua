@@ -51,6 +51,47 @@ typedef enum ilb_result {
 /* Opaque. */
 typedef struct ilb_core ilb_core;
 
+/* Balancing algorithm of a backend (ingress-nginx's names in comments). */
+typedef enum ilb_algorithm {
+    ILB_ROUND_ROBIN = 0,        /* round_robin */
+    ILB_EWMA = 1,               /* ewma */
+    ILB_CHASH = 2,              /* chash */
+    ILB_CHASHSUBSET = 3,        /* chashsubset */
+    ILB_STICKY_BALANCED = 4,    /* sticky_balanced */
+    ILB_STICKY_PERSISTENT = 5   /* sticky_persistent */
+} ilb_algorithm;
+
+/* Bits of ilb_backend_info.needs: what the front end must provide. */
+enum {
+    ILB_NEEDS_HASH_KEY = 1,     /* ilb_request.hash_key: upstream-hash-by, evaluated */
+    ILB_NEEDS_COOKIE = 2,       /* ilb_request cookie, host, location_path, user_agent,
+                                   https; apply ilb_peer.set_cookie */
+    ILB_NEEDS_TIMING = 4        /* ilb_core_observe() after the response */
+};
+
+typedef struct ilb_backend_info {
+    uint32_t algorithm;         /* ilb_algorithm */
+    uint32_t needs;             /* ILB_NEEDS_* bits */
+} ilb_backend_info;
+
+/* Request data for a pick. Pointers are borrowed for the call only; (NULL, 0) is an
+ * empty value. Fill what ilb_backend_info.needs asks for; the rest may stay empty. */
+typedef struct ilb_request {
+    const char *hash_key;       /* the evaluated upstream-hash-by expression */
+    size_t hash_key_len;
+    const char *cookie;         /* the Cookie request header as received */
+    size_t cookie_len;
+    const char *host;           /* $host */
+    size_t host_len;
+    const char *location_path;  /* the ingress location path */
+    size_t location_path_len;
+    const char *user_agent;     /* the User-Agent request header */
+    size_t user_agent_len;
+    double now;                 /* seconds since the Unix epoch (ngx.now()) */
+    uint32_t https;             /* 1 if the request came over TLS */
+    uint32_t reserved;
+} ilb_request;
+
 /* Per-request pick state. Initialise with ilb_pick_ctx_init() before the first pick
  * of a request and pass the same struct to every retry of that request. Fields are
  * private to the core. */
@@ -68,6 +109,9 @@ typedef struct ilb_peer {
     uint8_t family;             /* 4 or 6 */
     uint8_t reserved;
     uint32_t index;             /* position of the endpoint in the backend's list */
+    double score;               /* ewma score of the endpoint ($balancer_ewma_score), else 0 */
+    uint32_t set_cookie_len;    /* 0: no cookie to set */
+    char set_cookie[1024];      /* ILB_COOKIE_MAX: Set-Cookie header value, NUL-terminated */
 } ilb_peer;
 
 /* Library version, e.g. "0.1.0". Static string. */
@@ -118,11 +162,33 @@ ilb_result ilb_core_has_backend(const ilb_core *core, const char *name, size_t n
 /* Reset a pick context for a new request. NULL is ignored. */
 void ilb_pick_ctx_init(ilb_pick_ctx *ctx);
 
-/* Pick an endpoint of backend `name` for the request whose state is `ctx`, and
- * remember it in ctx. A peer already tried in this request is not picked again while
- * an untried one remains. Never allocates. */
+/* What the front end must provide for picks on backend `name` (see ilb_request). */
+ilb_result ilb_core_backend_info(const ilb_core *core, const char *name, size_t name_len,
+                                 ilb_backend_info *info_out);
+
+/* Copy backend `name`'s upstream-hash-by expression into buf (truncated to
+ * buf_cap - 1 bytes, NUL-terminated; *len_out gets its full length, so a caller can
+ * retry with a larger buffer). For front ends that evaluate it themselves. */
+ilb_result ilb_core_backend_hash_by(const ilb_core *core, const char *name, size_t name_len,
+                                    char *buf, size_t buf_cap, size_t *len_out);
+
+/* Pick an endpoint of backend `name` for the request `req` (NULL: no request data)
+ * whose state is `ctx`, and remember it in ctx. A peer already tried in this request
+ * is not picked again while an untried one remains. Never allocates. */
 ilb_result ilb_core_pick(const ilb_core *core, const char *name, size_t name_len,
-                         ilb_pick_ctx *ctx, ilb_peer *peer_out);
+                         const ilb_request *req, ilb_pick_ctx *ctx, ilb_peer *peer_out);
+
+/* Report how the attempts of a finished request to backend `name` went, from
+ * nginx's variables as they are: $upstream_addr, $upstream_status,
+ * $upstream_connect_time, $upstream_response_time (one entry per attempt, ", "
+ * between attempts, " : " between internal redirects); `now` as in ilb_request.
+ * Feeds the ewma statistics; a no-op for other algorithms. */
+ilb_result ilb_core_observe(const ilb_core *core, const char *name, size_t name_len,
+                            const char *upstream_addr, size_t upstream_addr_len,
+                            const char *upstream_status, size_t upstream_status_len,
+                            const char *connect_time, size_t connect_time_len,
+                            const char *response_time, size_t response_time_len,
+                            double now);
 
 /* -- end cdef -- */
 ]=]
@@ -500,7 +566,7 @@ function _M.pick(name, ctx)
         return nil, ILB_UNKNOWN_BACKEND
     end
 
-    local rc = C_pick(c, name, #name, ctx, peer)
+    local rc = C_pick(c, name, #name, nil, ctx, peer)
     if rc ~= ILB_OK then
         -- the enum comes back as cdata: a plain number for callers
         return nil, tonumber(rc)

@@ -7,7 +7,25 @@ pub(crate) use round_robin::RoundRobin;
 
 use crate::config::BackendSpec;
 use crate::pick::PickCtx;
-use crate::snapshot::Endpoint;
+use crate::request::{Request, SetCookie};
+use crate::snapshot::{Backend, Endpoint};
+
+/// What an algorithm decided for one attempt.
+#[derive(Debug)]
+pub(crate) struct Choice<'a> {
+    /// Index into the backend's endpoints.
+    pub(crate) index: usize,
+    /// The endpoint's score (ewma), else 0.
+    pub(crate) score: f64,
+    /// A cookie the response must set (sticky).
+    pub(crate) set_cookie: Option<SetCookie<'a>>,
+}
+
+impl Choice<'_> {
+    pub(crate) fn index(index: usize) -> Self {
+        Choice { index, score: 0.0, set_cookie: None }
+    }
+}
 
 /// The algorithm of one backend, with its per-process state.
 #[derive(Debug)]
@@ -76,12 +94,12 @@ impl Algorithm {
         Algorithm::RoundRobin(RoundRobin::new(endpoints.len()))
     }
 
-    /// Index of the endpoint to use, given the endpoints tried so far in this request.
-    /// `endpoints` is never empty.
+    /// The endpoint to use for this attempt of the request, given the endpoints it
+    /// tried so far. `backend.endpoints` is never empty.
     #[inline]
-    pub(crate) fn pick(&self, endpoints: &[Endpoint], ctx: &PickCtx) -> usize {
+    pub(crate) fn pick<'a>(&'a self, backend: &'a Backend, _req: &Request<'_>, ctx: &mut PickCtx) -> Choice<'a> {
         match self {
-            Algorithm::RoundRobin(rr) => rr.pick(endpoints, ctx),
+            Algorithm::RoundRobin(rr) => Choice::index(rr.pick(&backend.endpoints, ctx)),
         }
     }
 }

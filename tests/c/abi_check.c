@@ -62,7 +62,7 @@ int main(void) {
     char seen[3][ILB_ADDR_MAX];
     ilb_pick_ctx_init(&ctx);
     for (int i = 0; i < 3; i++) {
-        CHECK(ilb_core_pick(core, "web", 3, &ctx, &peer) == ILB_OK);
+        CHECK(ilb_core_pick(core, "web", 3, NULL, &ctx, &peer) == ILB_OK);
         CHECK(peer.addr_len == strlen(peer.addr));
         CHECK(peer.family == 4 || peer.family == 6);
         CHECK(peer.family == 6 ? (strcmp(peer.addr, "[fd00::3]:8080") == 0 && peer.port == 8080) : peer.port == 80);
@@ -72,14 +72,14 @@ int main(void) {
 
     /* Out-parameters are left alone on failure. */
     memset(&peer, 0x5a, sizeof peer);
-    CHECK(ilb_core_pick(core, "nope", 4, &ctx, &peer) == ILB_UNKNOWN_BACKEND);
+    CHECK(ilb_core_pick(core, "nope", 4, NULL, &ctx, &peer) == ILB_UNKNOWN_BACKEND);
     CHECK(((unsigned char *)&peer)[0] == 0x5a && peer.addr_len == 0x5a5a5a5a);
-    CHECK(ilb_core_pick(core, "web", 3, NULL, &peer) == ILB_NULL_ARGUMENT);
-    CHECK(ilb_core_pick(core, "web", 3, &ctx, NULL) == ILB_NULL_ARGUMENT);
-    CHECK(ilb_core_pick(NULL, "web", 3, &ctx, &peer) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_pick(core, "web", 3, NULL, NULL, &peer) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_pick(core, "web", 3, NULL, &ctx, NULL) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_pick(NULL, "web", 3, NULL, &ctx, &peer) == ILB_NULL_ARGUMENT);
     /* A garbage context is clamped, not trusted. */
     memset(&ctx, 0xff, sizeof ctx);
-    CHECK(ilb_core_pick(core, "web", 3, &ctx, &peer) == ILB_OK);
+    CHECK(ilb_core_pick(core, "web", 3, NULL, &ctx, &peer) == ILB_OK);
 
     /* Warnings of the configuration in force. */
     const char *warn = "[{\"name\":\"w\",\"load-balance\":\"least_conn\"}]";
