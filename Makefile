@@ -43,7 +43,7 @@ test-rust:
 test-nginx: test-lua test-module
 
 test-lua:
-	$(SUITE_ENV) TEST_NGINX_LOAD_MODULES="$(LUA_MODULES)" $(PROVE) t/compat/selftest.t t/lua-*.t
+	$(SUITE_ENV) TEST_NGINX_LOAD_MODULES="$(LUA_MODULES)" $(PROVE) t/compat/*.t t/lua-*.t
 
 # Module suites may load the Lua module too, only as a test driver (counting responses).
 test-module:
