@@ -300,6 +300,9 @@ sub gen_rand_port {
     for (1 .. $tries // 1000) {
         my $port = int(rand 63550) + 1985;
         next if $used && $used->{$port};
+        # ingress-nginx's controller status port: balancer.lua refuses to proxy to
+        # 127.x:10246 (a self-proxy guard), so a backend must never get it.
+        next if $port == 10246;
         my $sock = IO::Socket::INET->new(LocalAddr => $ServerAddr,
             LocalPort => $port, Proto => 'tcp') or next;
         close $sock;
