@@ -90,5 +90,296 @@ fn round_robin_retry(c: &mut Criterion) {
     group.finish();
 }
 
+/// An ewma backend whose endpoints all have statistics (in shared memory, as in
+/// nginx), with spread-out response times.
+fn ewma_core(n: usize, now: f64) -> Core {
+    let core = Core::new();
+    core.use_stats(ingress_lb::SharedStats::anonymous(n as u32 * 2).unwrap());
+    core.apply_backends(&backends_doc("default-web-80", n, r#""load-balance":"ewma","#)).unwrap();
+    for i in 0..n {
+        let addr = format!("10.{}.{}.{}:8080", i >> 16, (i >> 8) & 255, i & 255);
+        let rtt = format!("{:.3}", 0.005 + (i % 50) as f64 * 0.002);
+        core.observe(b"default-web-80", addr.as_bytes(), b"200", b"0.001", rtt.as_bytes(), now);
+    }
+    core
+}
+
+fn bench_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// An ewma pick: two random candidates, their decayed scores from the shared table,
+/// the lower wins.
+fn ewma(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick/ewma");
+    group.throughput(Throughput::Elements(1));
+    let now = bench_now();
+    for n in SIZES {
+        let core = ewma_core(n, now);
+        let req = Request { now, ..Request::EMPTY };
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut ctx = PickCtx::new();
+            b.iter(|| {
+                ctx.reset();
+                black_box(
+                    core.pick_with(black_box(b"default-web-80"), &req, &mut ctx, |p| {
+                        p.peer.text().len() as f64 + p.score
+                    })
+                    .unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The same through the C ABI, with the request's time as LuaJIT passes it.
+fn ewma_c_abi(c: &mut Criterion) {
+    use ingress_lb::ffi::{ilb_core_pick, IlbPeer, IlbRequest};
+    let mut group = c.benchmark_group("pick/ewma_c_abi");
+    let now = bench_now();
+    for n in SIZES {
+        let handle = c_core(n, now);
+        let req = IlbRequest {
+            hash_key: std::ptr::null(),
+            hash_key_len: 0,
+            cookie: std::ptr::null(),
+            cookie_len: 0,
+            host: std::ptr::null(),
+            host_len: 0,
+            location_path: std::ptr::null(),
+            location_path_len: 0,
+            user_agent: std::ptr::null(),
+            user_agent_len: 0,
+            now,
+            https: 0,
+            reserved: 0,
+        };
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut ctx = PickCtx::new();
+            let mut peer = std::mem::MaybeUninit::<IlbPeer>::uninit();
+            let name = b"default-web-80";
+            b.iter(|| {
+                ctx.reset();
+                // SAFETY: live core, valid name/request/ctx/peer pointers.
+                black_box(unsafe {
+                    ilb_core_pick(handle.0, name.as_ptr().cast(), name.len(), &req, &mut ctx, peer.as_mut_ptr())
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// An `ilb_core` using its own shared statistics, with the backend of [`ewma_core`].
+struct CCore(*mut ingress_lb::ffi::IlbCore, *mut ingress_lb::ffi::IlbStats);
+
+impl Drop for CCore {
+    fn drop(&mut self) {
+        // SAFETY: both created by c_core, freed once.
+        unsafe {
+            ingress_lb::ffi::ilb_core_free(self.0);
+            ingress_lb::ffi::ilb_stats_free(self.1);
+        }
+    }
+}
+
+fn c_core(n: usize, now: f64) -> CCore {
+    use ingress_lb::ffi::*;
+    let doc = backends_doc("default-web-80", n, r#""load-balance":"ewma","#);
+    let (mut handle, mut stats) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: valid out-pointers and buffers; freed by CCore's drop.
+    unsafe {
+        ilb_stats_new(n as u32 * 2, &mut stats);
+        ilb_core_new(&mut handle);
+        ilb_core_use_stats(handle, stats);
+        ilb_core_apply_backends(handle, doc.as_ptr(), doc.len(), std::ptr::null_mut(), 0, std::ptr::null_mut());
+    }
+    let name = b"default-web-80";
+    for i in 0..n {
+        let addr = format!("10.{}.{}.{}:8080", i >> 16, (i >> 8) & 255, i & 255);
+        let rtt = format!("{:.3}", 0.005 + (i % 50) as f64 * 0.002);
+        // SAFETY: live handle, valid slices.
+        unsafe {
+            ilb_core_observe(
+                handle,
+                name.as_ptr().cast(),
+                name.len(),
+                addr.as_ptr().cast(),
+                addr.len(),
+                b"200".as_ptr().cast(),
+                3,
+                b"0.001".as_ptr().cast(),
+                5,
+                rtt.as_ptr().cast(),
+                rtt.len(),
+                now,
+            );
+        }
+    }
+    CCore(handle, stats)
+}
+
+/// The log phase of an ewma request: parse nginx's variables, update the endpoint's
+/// moving average in the shared table (one attempt; a failed attempt and a retry).
+fn ewma_observe(c: &mut Criterion) {
+    let mut group = c.benchmark_group("observe/ewma");
+    let now = bench_now();
+    let core = ewma_core(1000, now);
+    group.bench_function("one_attempt", |b| {
+        let mut t = now;
+        b.iter(|| {
+            t += 0.001;
+            core.observe(black_box(b"default-web-80"), b"10.0.1.7:8080", b"200", b"0.001", b"0.012", t)
+        })
+    });
+    group.bench_function("retry", |b| {
+        let mut t = now;
+        b.iter(|| {
+            t += 0.001;
+            core.observe(
+                black_box(b"default-web-80"),
+                b"10.0.1.7:8080, 10.0.2.9:8080",
+                b"502, 200",
+                b"-, 0.001",
+                b"0.000, 0.012",
+                t,
+            )
+        })
+    });
+    group.finish();
+}
+
+/// Request keys for the hashing benches: 1024 distinct URIs, cycled.
+fn uri_keys() -> Vec<String> {
+    (0..1024).map(|i| format!("/api/v{}/items/{i}?page={}", i % 7, i % 13)).collect()
+}
+
+/// A chash (or chashsubset) pick: CRC32 of the request's hash key, ring lookup.
+fn hashed(c: &mut Criterion, group_name: &str, extra: &str) {
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(1));
+    let keys = uri_keys();
+    for n in SIZES {
+        let core = Core::new();
+        core.apply_backends(&backends_doc("default-web-80", n, extra)).unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut ctx = PickCtx::new();
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                let req = Request { hash_key: keys[i].as_bytes(), ..Request::EMPTY };
+                ctx.reset();
+                black_box(
+                    core.pick_with(black_box(b"default-web-80"), &req, &mut ctx, |p| p.peer.text().len()).unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn chash(c: &mut Criterion) {
+    hashed(c, "pick/chash", r#""upstreamHashByConfig":{"upstream-hash-by":"$request_uri"},"#);
+}
+
+fn chashsubset(c: &mut Criterion) {
+    let extra = r#""upstreamHashByConfig":{"upstream-hash-by":"$request_uri","upstream-hash-by-subset":true},"#;
+    hashed(c, "pick/chashsubset", extra);
+}
+
+const STICKY_COOKIE: &str = r#""cookieSessionAffinity":{"name":"route","expires":"172800","maxage":"172800",
+    "samesite":"None","conditional_samesite_none":true,"locations":{"shop.example.com":["/"]}}"#;
+
+fn sticky_doc(n: usize, mode: &str) -> Vec<u8> {
+    let extra = format!(r#""sessionAffinityConfig":{{"name":"cookie","mode":"{mode}",{STICKY_COOKIE}}},"#);
+    backends_doc("default-web-80", n, &extra)
+}
+
+const SHOP: Request<'static> = Request {
+    host: b"shop.example.com",
+    location_path: b"/",
+    user_agent:
+        b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    https: true,
+    now: 1.7e9,
+    hash_key: b"",
+    cookie: b"",
+};
+
+/// A returning session: find the affinity cookie among others in the `Cookie` header,
+/// split it, map its key to the endpoint (1024 sessions, cycled).
+fn sticky_returning(c: &mut Criterion, mode: &str) {
+    let mut group = c.benchmark_group(format!("pick/sticky_{mode}"));
+    group.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let core = Core::new();
+        core.apply_backends(&sticky_doc(n, mode)).unwrap();
+        let headers: Vec<Vec<u8>> = (0..1024)
+            .map(|_| {
+                let set = core
+                    .pick_with(b"default-web-80", &SHOP, &mut PickCtx::new(), |p| p.set_cookie.unwrap().to_string())
+                    .unwrap();
+                let pair = set.split(';').next().unwrap();
+                format!("_ga=GA1.2.1234567890.1700000000; lang=en-US; {pair}; theme=dark").into_bytes()
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut ctx = PickCtx::new();
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                let req = Request { cookie: &headers[i], ..SHOP };
+                ctx.reset();
+                black_box(
+                    core.pick_with(black_box(b"default-web-80"), &req, &mut ctx, |p| {
+                        p.peer.text().len() + usize::from(p.set_cookie.is_some())
+                    })
+                    .unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn sticky_balanced(c: &mut Criterion) {
+    sticky_returning(c, "balanced");
+}
+
+fn sticky_persistent(c: &mut Criterion) {
+    sticky_returning(c, "persistent");
+}
+
+/// A new session: pick an endpoint (balanced: random key through the ring) and format
+/// its `Set-Cookie` (Expires date, Max-Age, SameSite user-agent check) into a buffer.
+fn sticky_new_session(c: &mut Criterion) {
+    for mode in ["balanced", "persistent"] {
+        let mut group = c.benchmark_group(format!("pick/sticky_{mode}_new_session"));
+        group.throughput(Throughput::Elements(1));
+        for n in SIZES {
+            let core = Core::new();
+            core.apply_backends(&sticky_doc(n, mode)).unwrap();
+            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                let mut ctx = PickCtx::new();
+                let mut buf = [0u8; ingress_lb::COOKIE_MAX];
+                let req = Request { cookie: b"lang=en-US", ..SHOP };
+                b.iter(|| {
+                    ctx.reset();
+                    black_box(
+                        core.pick_with(black_box(b"default-web-80"), &req, &mut ctx, |p| {
+                            p.set_cookie.and_then(|c| c.write_to(&mut buf)).unwrap()
+                        })
+                        .unwrap(),
+                    )
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
 criterion_group!(benches, round_robin, round_robin_c_abi, round_robin_retry);
-criterion_main!(benches);
+criterion_group!(ewma_benches, ewma, ewma_c_abi, ewma_observe);
+criterion_group!(hash_benches, chash, chashsubset, sticky_balanced, sticky_persistent, sticky_new_session);
+criterion_main!(benches, ewma_benches, hash_benches);

@@ -22,9 +22,11 @@
  *
  * Ownership and lifetimes:
  *  - ilb_core_new() creates a core; the caller owns it and releases it exactly once
- *    with ilb_core_free(). Nothing else needs releasing: no function returns memory
- *    the caller must free. Strings returned by ilb_version()/ilb_result_name() are
- *    static.
+ *    with ilb_core_free(). Likewise ilb_stats_new() / ilb_stats_free() (ewma
+ *    statistics in shared memory; a core given them by ilb_core_use_stats() keeps its
+ *    own reference, so the order of the two frees does not matter). Nothing else
+ *    needs releasing: no other function returns memory the caller must free. Strings
+ *    returned by ilb_version()/ilb_result_name() are static.
  *  - ilb_pick_ctx and ilb_peer are owned by the caller (stack, nginx request pool,
  *    LuaJIT cdata); the core keeps no pointer to them after a call returns.
  *  - Input buffers (JSON, names) are only read during the call.
@@ -34,6 +36,8 @@
  * a new snapshot and publishes it atomically (a concurrent pick sees the old or the
  * new one, never a mix). Each nginx worker process has its own core (or its own copy
  * after fork); keeping workers in step is the front end's job (shared dict / zone).
+ * The one thing workers share directly is ewma statistics created by ilb_stats_new()
+ * before they fork: lock-free atomics in a MAP_SHARED mapping.
  */
 #ifndef INGRESS_LB_H
 #define INGRESS_LB_H
@@ -214,6 +218,21 @@ ilb_result ilb_core_observe(const ilb_core *core, const char *name, size_t name_
                             const char *connect_time, size_t connect_time_len,
                             const char *response_time, size_t response_time_len,
                             double now);
+
+/* Opaque: ewma statistics in memory shared by processes. */
+typedef struct ilb_stats ilb_stats;
+
+/* Create statistics for up to `slots` endpoints in anonymous shared memory
+ * (mmap MAP_SHARED): call before the nginx workers fork (init_by_lua, in the master);
+ * the workers inherit it. */
+ilb_result ilb_stats_new(uint32_t slots, ilb_stats **stats_out);
+
+/* Release statistics created by ilb_stats_new (after every core using them). */
+void ilb_stats_free(ilb_stats *stats);
+
+/* Keep this core's ewma statistics in `stats` (shared with the other processes)
+ * instead of process-local memory. `stats` must outlive the core. */
+ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
 
 /* -- end cdef -- */
 

@@ -559,3 +559,60 @@ pub unsafe extern "C" fn ilb_core_observe(
         }
     })
 }
+
+/// `ilb_stats`: a reference to ewma statistics in shared memory. The memory lives as
+/// long as this handle or any core using it, whichever is last.
+pub struct IlbStats {
+    stats: std::sync::Arc<crate::SharedStats>,
+}
+
+/// # Safety
+/// `stats_out` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_stats_new(slots: u32, stats_out: *mut *mut IlbStats) -> IlbResult {
+    guard(|| {
+        if stats_out.is_null() {
+            return IlbResult::NullArgument;
+        }
+        let Ok(stats) = crate::SharedStats::anonymous(slots) else {
+            return IlbResult::InvalidArgument;
+        };
+        let handle = Box::into_raw(Box::new(IlbStats { stats: std::sync::Arc::new(stats) }));
+        // SAFETY: stats_out is non-null and writable by contract.
+        unsafe { *stats_out = handle };
+        IlbResult::Ok
+    })
+}
+
+/// # Safety
+/// `stats` must be NULL or a handle from `ilb_stats_new` not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_stats_free(stats: *mut IlbStats) {
+    let _ = guard(|| {
+        if !stats.is_null() {
+            // SAFETY: the handle came from Box::into_raw in ilb_stats_new and is freed
+            // once. Cores using the statistics hold their own reference.
+            drop(unsafe { Box::from_raw(stats) });
+        }
+        IlbResult::Ok
+    });
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `stats` a live handle from `ilb_stats_new` or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_use_stats(core: *mut IlbCore, stats: *mut IlbStats) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contract.
+        let core = match unsafe { core_ref(core) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        // SAFETY: NULL or a live handle by contract; only read.
+        let Some(stats) = (unsafe { stats.as_ref() }) else {
+            return IlbResult::NullArgument;
+        };
+        core.use_stats(std::sync::Arc::clone(&stats.stats));
+        IlbResult::Ok
+    })
+}

@@ -9,12 +9,14 @@
 
 mod balancer;
 pub mod config;
+mod cookie;
 mod error;
 #[cfg(feature = "capi")]
 pub mod ffi;
 mod pick;
 mod request;
 mod snapshot;
+mod stats;
 
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ pub use error::{ConfigError, PickError};
 pub use pick::{Peer, PeerRef, PickCtx, ADDR_MAX, COOKIE_MAX, MAX_TRIED};
 pub use request::{BackendInfo, Picked, Request, SetCookie};
 pub use snapshot::ApplyReport;
+pub use stats::{SharedStats, StatsCounters, StatsError};
 
 use snapshot::Snapshot;
 
@@ -37,6 +40,8 @@ pub struct Core {
     /// Serialises appliers so two concurrent updates cannot both build on the same
     /// previous snapshot and lose one of them.
     apply_lock: Mutex<()>,
+    /// Where the ewma backends keep their statistics ([`Core::use_stats`]).
+    stats: Arc<balancer::ewma::StatsCell>,
 }
 
 impl Default for Core {
@@ -48,7 +53,7 @@ impl Default for Core {
 impl Core {
     /// A core with no backends.
     pub fn new() -> Core {
-        Core { current: ArcSwap::from_pointee(Snapshot::default()), apply_lock: Mutex::new(()) }
+        Core { current: ArcSwap::from_pointee(Snapshot::default()), apply_lock: Mutex::new(()), stats: Arc::default() }
     }
 
     /// Parse, validate and compile the controller's backends JSON array, then publish
@@ -63,6 +68,7 @@ impl Core {
             return Ok(ApplyReport { backends: n, reused: n, unchanged: true, ..ApplyReport::default() });
         }
         let (next, report) = Snapshot::compile(json, &prev)?;
+        balancer::ewma::attach(&next.backends, &self.stats);
         self.current.store(Arc::new(next));
         Ok(report)
     }
@@ -89,6 +95,13 @@ impl Core {
         for w in snapshot.warnings() {
             out.push_str(w);
             out.push('\n');
+        }
+        if let Some(c) = self.stats_counters().filter(|c| c.full > 0) {
+            out.push_str(&format!(
+                "ewma statistics table full: {} times an endpoint found no free slot ({} slots, sized for {} \
+                 endpoints); give it more slots\n",
+                c.full, c.capacity, c.limit
+            ));
         }
         out
     }
@@ -148,6 +161,15 @@ impl Core {
         }))
     }
 
+    /// ingress-nginx's `is_affinitized(backend)` for canary routing: true if backend
+    /// `name` uses cookie affinity (sticky_balanced or sticky_persistent) and the raw
+    /// `Cookie` header carries its cookie with its backend key
+    /// (`<endpoint key>|md5hex(md5hex(name) .. name)`). False for an unknown backend or
+    /// another algorithm. Never allocates.
+    pub fn is_affinitized(&self, name: &[u8], cookie_header: &[u8]) -> bool {
+        self.current.load().backend(name).is_some_and(|b| b.algorithm.is_affinitized(cookie_header))
+    }
+
     /// What a front end must provide for picks on backend `name`, if it exists.
     pub fn backend_info(&self, name: &[u8]) -> Option<BackendInfo> {
         self.current.load().backend(name).map(|b| b.info())
@@ -164,15 +186,41 @@ impl Core {
     /// `$upstream_response_time`: comma-separated per attempt, ` : ` between internal
     /// redirects). Feeds the ewma statistics of the backend's endpoints; ignored for
     /// other algorithms.
+    ///
+    /// Each attempt whose address is an endpoint of the backend adds a sample: its
+    /// response time, or a penalty of at least 60 s if it failed (status 502 or 504, or
+    /// no status and no connection); see the README's ewma section. `now` is in seconds
+    /// since the Unix epoch (`ngx.now()`; 0 reads the clock). Never allocates.
     pub fn observe(
         &self,
-        _name: &[u8],
-        _upstream_addr: &[u8],
-        _upstream_status: &[u8],
-        _connect_time: &[u8],
-        _response_time: &[u8],
-        _now: f64,
+        name: &[u8],
+        upstream_addr: &[u8],
+        upstream_status: &[u8],
+        connect_time: &[u8],
+        response_time: &[u8],
+        now: f64,
     ) {
+        let snapshot = self.current.load();
+        if let Some(balancer::Algorithm::Ewma(e)) = snapshot.backend(name).map(|b| &b.algorithm) {
+            e.observe(upstream_addr, upstream_status, connect_time, response_time, now);
+        }
+    }
+
+    /// Keep the ewma statistics of this core in `stats` from now on, instead of
+    /// process-local memory: statistics shared with the other processes using the same
+    /// memory (nginx workers). Endpoints of the backends in force that have no
+    /// statistics there start at their backend's average. May be called at any time;
+    /// picks in progress finish with the previous statistics.
+    pub fn use_stats(&self, stats: impl Into<Arc<SharedStats>>) {
+        let _guard = self.apply_lock.lock();
+        self.stats.set(stats.into());
+        balancer::ewma::reseed(&self.current.load().backends, &self.stats);
+    }
+
+    /// Counters of the ewma statistics in use, if any ewma backend or
+    /// [`Core::use_stats`] created them.
+    pub fn stats_counters(&self) -> Option<StatsCounters> {
+        self.stats.get().map(|s| s.counters())
     }
 
     /// [`Core::pick_with`] for a request with no data ([`Request::EMPTY`]), returning

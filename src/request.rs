@@ -45,10 +45,23 @@ pub struct Picked<'a> {
 }
 
 /// A `Set-Cookie` header value to send, formatted by [`SetCookie::write_to`] into the
-/// front end's buffer without allocating.
+/// front end's buffer without allocating: `<name>=<endpoint key>|<backend key>` and
+/// the configured attributes, in lua-resty-cookie's order (`Expires`, `Max-Age`,
+/// `Domain`, `Path`, `Secure`, `HttpOnly`, `SameSite`).
+///
+/// On a retry the pick of the latest attempt that returned a cookie is the one to send
+/// (it replaces any earlier one of the same request).
 #[derive(Debug, Clone, Copy)]
 pub struct SetCookie<'a> {
-    pub(crate) _config: std::marker::PhantomData<&'a ()>,
+    pub(crate) config: &'a crate::cookie::CookieConfig,
+    /// The endpoint key (first part of the value).
+    pub(crate) key: crate::cookie::CookieKey,
+    /// The request's location path: the `Path` when none is configured.
+    pub(crate) location_path: &'a [u8],
+    pub(crate) secure: bool,
+    pub(crate) samesite: Option<crate::cookie::SameSite>,
+    /// The request's time in whole seconds (`ngx.time()`): base of `Expires`.
+    pub(crate) now: i64,
 }
 
 impl SetCookie<'_> {
@@ -56,9 +69,28 @@ impl SetCookie<'_> {
     pub const MAX: usize = crate::pick::COOKIE_MAX - 1;
 
     /// Write the header value into `buf`; the number of bytes written, or `None` if it
-    /// does not fit.
-    pub fn write_to(&self, _buf: &mut [u8]) -> Option<usize> {
-        Some(0)
+    /// does not fit in `buf` or is longer than [`SetCookie::MAX`] (nothing should be
+    /// sent then). Never allocates.
+    pub fn write_to(&self, buf: &mut [u8]) -> Option<usize> {
+        let cap = buf.len().min(Self::MAX);
+        let mut out = crate::cookie::Writer::new(&mut buf[..cap]);
+        self.config.write(self, &mut out);
+        out.finish()
+    }
+
+    /// The cookie's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// The header value as text (allocation-free formatting through a stack buffer; for
+/// logs and tests, not the request path). Empty if it does not fit.
+impl std::fmt::Display for SetCookie<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; crate::pick::COOKIE_MAX];
+        let n = self.write_to(&mut buf).unwrap_or(0);
+        f.write_str(&String::from_utf8_lossy(&buf[..n]))
     }
 }
 

@@ -22,6 +22,12 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     hasher().hash_one(bytes)
 }
 
+/// An endpoint's identity ([`Endpoint::key`]): the same in every process running the
+/// same build (fixed seeds), which the shared ewma statistics rely on.
+pub(crate) fn endpoint_key(addr: &SocketAddr) -> u64 {
+    hasher().hash_one(addr)
+}
+
 /// One endpoint of a backend, ready for picks.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
@@ -34,7 +40,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     fn new(addr: SocketAddr) -> Self {
-        Endpoint { addr, key: hasher().hash_one(addr), text: addr.to_string().into_boxed_str() }
+        Endpoint { addr, key: endpoint_key(&addr), text: addr.to_string().into_boxed_str() }
     }
 }
 
@@ -196,7 +202,7 @@ impl Backend {
         }
         let (kind, warning) = AlgorithmKind::select(&spec);
         warnings.extend(warning);
-        let algorithm = Algorithm::build(kind, &endpoints, &spec.name, &mut warnings);
+        let algorithm = Algorithm::build(kind, &endpoints, &spec, &mut warnings)?;
         Ok(Backend { raw: raw.into(), kind, endpoints: endpoints.into_boxed_slice(), algorithm, warnings, spec })
     }
 }

@@ -121,3 +121,262 @@ fn c_abi_picks_do_not_allocate() {
     // SAFETY: created above, freed once.
     unsafe { ilb_core_free(core) };
 }
+
+fn ewma_doc(n: usize) -> Vec<u8> {
+    let eps: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"address":"10.0.{}.{}","port":"80"}}"#, i / 250, i % 250 + 1)).collect();
+    format!(r#"[{{"name":"web","load-balance":"ewma","endpoints":[{}]}}]"#, eps.join(",")).into_bytes()
+}
+
+#[test]
+fn ewma_picks_and_observes_do_not_allocate() {
+    use ingress_lb::{Request, SharedStats};
+    let core = Core::new();
+    core.use_stats(SharedStats::anonymous(2000).unwrap());
+    core.apply_backends(&ewma_doc(1000)).unwrap();
+    let mut ctx = PickCtx::new();
+    // Warm up: arc-swap's per-thread registration, the per-thread generator's seed.
+    core.pick(b"web", &mut ctx).unwrap();
+    core.observe(b"web", b"10.0.0.1:80", b"200", b"0.001", b"0.010", 0.0);
+
+    let t0 = 1_700_000_000.0;
+    let mut addr = [0u8; 64];
+    let before = allocations();
+    for i in 0..100_000u32 {
+        let now = t0 + f64::from(i) * 0.001;
+        let req = Request { now, ..Request::EMPTY };
+        ctx.reset();
+        let n = core
+            .pick_with(b"web", &req, &mut ctx, |p| {
+                let t = p.peer.text().as_bytes();
+                addr[..t.len()].copy_from_slice(t);
+                std::hint::black_box(p.score);
+                t.len()
+            })
+            .unwrap();
+        // Retries past tried peers.
+        if i % 10 == 0 {
+            for _ in 0..3 {
+                std::hint::black_box(core.pick_with(b"web", &req, &mut ctx, |p| p.score).unwrap());
+            }
+        }
+        // The log phase: one attempt, or a failed attempt and a retry across a redirect.
+        if i % 7 == 0 {
+            core.observe(
+                b"web",
+                b"10.0.0.9:80, [fd00::1]:80 : 10.0.1.3:80",
+                b"502, 200 : 504",
+                b"-, 0.001 : -",
+                b"0.000, 0.020 : 5.001",
+                now,
+            );
+        } else {
+            core.observe(b"web", &addr[..n], b"200", b"0.001", b"0.012", now);
+        }
+        core.observe(b"nope", &addr[..n], b"200", b"0.001", b"0.012", now);
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the ewma pick/observe path");
+}
+
+#[cfg(feature = "capi")]
+#[test]
+fn c_abi_ewma_picks_and_observes_do_not_allocate() {
+    use ingress_lb::ffi::*;
+    let mut stats = std::ptr::null_mut();
+    let mut core = std::ptr::null_mut();
+    // SAFETY: valid out-pointers; both handles are freed at the end of the test.
+    unsafe {
+        assert_eq!(ilb_stats_new(256, &mut stats), IlbResult::Ok);
+        assert_eq!(ilb_core_new(&mut core), IlbResult::Ok);
+        assert_eq!(ilb_core_use_stats(core, stats), IlbResult::Ok);
+    }
+    let d = ewma_doc(100);
+    // SAFETY: core is live, buffers valid for their lengths.
+    let rc =
+        unsafe { ilb_core_apply_backends(core, d.as_ptr(), d.len(), std::ptr::null_mut(), 0, std::ptr::null_mut()) };
+    assert_eq!(rc, IlbResult::Ok);
+    let mut ctx = PickCtx::new();
+    let mut peer = std::mem::MaybeUninit::<IlbPeer>::uninit();
+    let (addr, status, connect, response) = (b"10.0.0.2:80, 10.0.0.3:80", b"502, 200", b"-, 0.001", b"0.001, 0.015");
+    let observe = |core| {
+        // SAFETY: live core; every (pointer, length) pair is a valid slice.
+        unsafe {
+            ilb_core_observe(
+                core,
+                b"web".as_ptr().cast(),
+                3,
+                addr.as_ptr().cast(),
+                addr.len(),
+                status.as_ptr().cast(),
+                status.len(),
+                connect.as_ptr().cast(),
+                connect.len(),
+                response.as_ptr().cast(),
+                response.len(),
+                0.0,
+            )
+        }
+    };
+    // SAFETY: all pointers valid.
+    unsafe { ilb_core_pick(core, b"web".as_ptr().cast(), 3, std::ptr::null(), &mut ctx, peer.as_mut_ptr()) };
+    assert_eq!(observe(core), IlbResult::Ok);
+    let before = allocations();
+    for _ in 0..100_000 {
+        // SAFETY: all pointers valid for the call.
+        unsafe {
+            ilb_pick_ctx_init(&mut ctx);
+            assert_eq!(
+                ilb_core_pick(core, b"web".as_ptr().cast(), 3, std::ptr::null(), &mut ctx, peer.as_mut_ptr()),
+                IlbResult::Ok
+            );
+        }
+        assert_eq!(observe(core), IlbResult::Ok);
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the C ewma pick/observe path");
+    // SAFETY: created above, freed once each.
+    unsafe {
+        ilb_core_free(core);
+        ilb_stats_free(stats);
+    }
+}
+
+/// One backend per algorithm of the hashing/affinity family, 1000 endpoints each.
+fn hashed_doc(n: usize) -> Vec<u8> {
+    let eps: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"address":"10.0.{}.{}","port":"80"}}"#, i / 250, i % 250 + 1)).collect();
+    let eps = eps.join(",");
+    let cookie = r#""cookieSessionAffinity":{"name":"route","expires":"3600","maxage":"3600","path":"/",
+        "domain":"example.com","samesite":"None","conditional_samesite_none":true,"change_on_failure":true,
+        "locations":{"example.com":["/"],"*.example.org":["/"]}}"#;
+    format!(
+        r#"[{{"name":"chash","upstreamHashByConfig":{{"upstream-hash-by":"$request_uri"}},"endpoints":[{eps}]}},
+        {{"name":"subset","upstreamHashByConfig":{{"upstream-hash-by":"$request_uri","upstream-hash-by-subset":true}},"endpoints":[{eps}]}},
+        {{"name":"balanced","sessionAffinityConfig":{{"name":"cookie",{cookie}}},"endpoints":[{eps}]}},
+        {{"name":"persistent","sessionAffinityConfig":{{"name":"cookie","mode":"persistent",{cookie}}},"endpoints":[{eps}]}}]"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn chash_and_sticky_picks_do_not_allocate() {
+    use ingress_lb::{AlgorithmKind, Request};
+    let core = Core::new();
+    core.apply_backends(&hashed_doc(1000)).unwrap();
+    assert_eq!(core.algorithm(b"persistent"), Some(AlgorithmKind::StickyPersistent));
+    // Warm up: arc-swap's per-thread registration, the per-thread random generator.
+    for name in [&b"chash"[..], b"subset", b"balanced", b"persistent"] {
+        core.pick(name, &mut PickCtx::new()).unwrap();
+    }
+    // Cookies the client sends back: a session of each sticky backend (one of them
+    // from 10 000 requests ago is enough), plus unrelated cookies around them.
+    let mut cookies: Vec<Vec<u8>> = Vec::new();
+    for name in [&b"balanced"[..], b"persistent"] {
+        let req = Request { host: b"example.com", location_path: b"/", ..Request::EMPTY };
+        let set = core.pick_with(name, &req, &mut PickCtx::new(), |p| p.set_cookie.unwrap().to_string()).unwrap();
+        let pair = set.split(';').next().unwrap();
+        cookies.push(format!("lang=en; {pair}; theme=dark").into_bytes());
+    }
+    let keys: Vec<String> = (0..1000).map(|i| format!("/api/items/{i}?page={}", i % 7)).collect();
+    let mut buf = [0u8; 1024];
+    let mut ctx = PickCtx::new();
+    let before = allocations();
+    for i in 0..100_000usize {
+        let key = keys[i % keys.len()].as_bytes();
+        for name in [&b"chash"[..], b"subset"] {
+            let req = Request { hash_key: key, ..Request::EMPTY };
+            ctx.reset();
+            std::hint::black_box(core.pick_with(name, &req, &mut ctx, |p| p.peer.text().len()).unwrap());
+            if i % 10 == 0 {
+                for _ in 0..3 {
+                    std::hint::black_box(core.pick_with(name, &req, &mut ctx, |p| p.peer.index()).unwrap());
+                }
+            }
+        }
+        for (k, name) in [&b"balanced"[..], b"persistent"].into_iter().enumerate() {
+            // Alternate: a returning session, a new one (cookie formatted), one on a
+            // wildcard host with an old browser (SameSite=None dropped).
+            let req = match i % 3 {
+                0 => Request { cookie: &cookies[k], host: b"example.com", location_path: b"/", ..Request::EMPTY },
+                1 => Request {
+                    cookie: b"lang=en",
+                    host: b"example.com",
+                    location_path: b"/",
+                    https: true,
+                    now: 1.7e9,
+                    ..Request::EMPTY
+                },
+                _ => Request {
+                    host: b"a.example.org",
+                    location_path: b"/",
+                    user_agent: b"Mozilla/5.0 (X11; Linux x86_64) Chrome/51.0.2704.103 Safari/537.36",
+                    now: 1.7e9,
+                    ..Request::EMPTY
+                },
+            };
+            ctx.reset();
+            let attempts = if i % 10 == 0 { 4 } else { 1 };
+            for _ in 0..attempts {
+                let n = core
+                    .pick_with(name, &req, &mut ctx, |p| p.set_cookie.map_or(Some(0), |c| c.write_to(&mut buf)))
+                    .unwrap();
+                std::hint::black_box(n.unwrap());
+            }
+            std::hint::black_box(core.is_affinitized(name, &cookies[k]));
+        }
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the chash/sticky pick path");
+}
+
+#[cfg(feature = "capi")]
+#[test]
+fn c_abi_sticky_picks_do_not_allocate() {
+    use ingress_lb::ffi::*;
+    let mut core = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; the handle is freed at the end of the test.
+    assert_eq!(unsafe { ilb_core_new(&mut core) }, IlbResult::Ok);
+    let d = hashed_doc(100);
+    // SAFETY: core is live, buffers valid for their lengths.
+    let rc =
+        unsafe { ilb_core_apply_backends(core, d.as_ptr(), d.len(), std::ptr::null_mut(), 0, std::ptr::null_mut()) };
+    assert_eq!(rc, IlbResult::Ok);
+    let (host, path) = (b"example.com", b"/");
+    let req = IlbRequest {
+        hash_key: b"/x".as_ptr().cast(),
+        hash_key_len: 2,
+        cookie: b"lang=en".as_ptr().cast(),
+        cookie_len: 7,
+        host: host.as_ptr().cast(),
+        host_len: host.len(),
+        location_path: path.as_ptr().cast(),
+        location_path_len: path.len(),
+        user_agent: std::ptr::null(),
+        user_agent_len: 0,
+        now: 1.7e9,
+        https: 1,
+        reserved: 0,
+    };
+    let mut ctx = PickCtx::new();
+    let mut peer = std::mem::MaybeUninit::<IlbPeer>::uninit();
+    let names: [&[u8]; 4] = [b"chash", b"subset", b"balanced", b"persistent"];
+    for name in names {
+        // SAFETY: all pointers valid.
+        unsafe { ilb_core_pick(core, name.as_ptr().cast(), name.len(), &req, &mut ctx, peer.as_mut_ptr()) };
+    }
+    let before = allocations();
+    for i in 0..100_000 {
+        let name = names[i % 4];
+        // SAFETY: all pointers valid for the call.
+        unsafe {
+            ilb_pick_ctx_init(&mut ctx);
+            assert_eq!(
+                ilb_core_pick(core, name.as_ptr().cast(), name.len(), &req, &mut ctx, peer.as_mut_ptr()),
+                IlbResult::Ok
+            );
+            // New sessions on sticky backends get their Set-Cookie written in place.
+            assert_eq!(peer.assume_init_ref().set_cookie_len > 0, i % 4 >= 2);
+        }
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the C sticky pick path");
+    // SAFETY: created above, freed once.
+    unsafe { ilb_core_free(core) };
+}

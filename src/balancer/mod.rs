@@ -1,9 +1,18 @@
 //! Balancing algorithms. Each backend owns one, chosen when its configuration is
 //! compiled; picks read it through a shared reference and never allocate.
 
+mod chash;
+mod chashsubset;
+pub(crate) mod ewma;
 mod round_robin;
+mod sticky;
 
+pub(crate) use ewma::{Ewma, EWMA_DECAY_SECS};
 pub(crate) use round_robin::RoundRobin;
+
+use chash::Chash;
+use chashsubset::ChashSubset;
+use sticky::{StickyBalanced, StickyPersistent};
 
 use crate::config::BackendSpec;
 use crate::pick::PickCtx;
@@ -31,6 +40,11 @@ impl Choice<'_> {
 #[derive(Debug)]
 pub(crate) enum Algorithm {
     RoundRobin(RoundRobin),
+    Ewma(Ewma),
+    Chash(Chash),
+    ChashSubset(ChashSubset),
+    StickyBalanced(StickyBalanced),
+    StickyPersistent(StickyPersistent),
 }
 
 /// The algorithm ingress-nginx would select for a backend, by its precedence:
@@ -87,19 +101,57 @@ impl AlgorithmKind {
 impl Algorithm {
     /// Build the algorithm state of a backend. Kinds not implemented yet fall back to
     /// round robin, with a warning for the operator.
-    pub(crate) fn build(kind: AlgorithmKind, endpoints: &[Endpoint], name: &str, warnings: &mut Vec<String>) -> Self {
+    /// Invalid cookie-affinity attributes reject the backend.
+    pub(crate) fn build(
+        kind: AlgorithmKind,
+        endpoints: &[Endpoint],
+        spec: &BackendSpec,
+        warnings: &mut Vec<String>,
+    ) -> Result<Self, crate::ConfigError> {
+        let name = &spec.name;
+        match kind {
+            AlgorithmKind::Chash => return Ok(Algorithm::Chash(Chash::new(endpoints))),
+            AlgorithmKind::ChashSubset => {
+                return Ok(Algorithm::ChashSubset(ChashSubset::new(endpoints, spec.upstream_hash_by.subset_size)))
+            }
+            AlgorithmKind::StickyBalanced => {
+                return Ok(Algorithm::StickyBalanced(StickyBalanced::new(endpoints, spec, warnings)?))
+            }
+            AlgorithmKind::StickyPersistent => {
+                return Ok(Algorithm::StickyPersistent(StickyPersistent::new(endpoints, spec, warnings)?))
+            }
+            _ => {}
+        }
+        if kind == AlgorithmKind::Ewma {
+            return Ok(Algorithm::Ewma(Ewma::new(endpoints)));
+        }
         if kind != AlgorithmKind::RoundRobin {
             warnings.push(format!("backend \"{name}\": {} is not implemented yet, using round_robin", kind.name()));
         }
-        Algorithm::RoundRobin(RoundRobin::new(endpoints.len()))
+        Ok(Algorithm::RoundRobin(RoundRobin::new(endpoints.len())))
     }
 
     /// The endpoint to use for this attempt of the request, given the endpoints it
     /// tried so far. `backend.endpoints` is never empty.
     #[inline]
-    pub(crate) fn pick<'a>(&'a self, backend: &'a Backend, _req: &Request<'_>, ctx: &mut PickCtx) -> Choice<'a> {
+    pub(crate) fn pick<'a>(&'a self, backend: &'a Backend, req: &Request<'a>, ctx: &mut PickCtx) -> Choice<'a> {
         match self {
             Algorithm::RoundRobin(rr) => Choice::index(rr.pick(&backend.endpoints, ctx)),
+            Algorithm::Ewma(e) => e.pick(&backend.endpoints, req, ctx),
+            Algorithm::Chash(c) => Choice::index(c.pick(&backend.endpoints, req.hash_key, ctx)),
+            Algorithm::ChashSubset(c) => Choice::index(c.pick(&backend.endpoints, req.hash_key, ctx)),
+            Algorithm::StickyBalanced(s) => s.pick(&backend.endpoints, req, ctx),
+            Algorithm::StickyPersistent(s) => s.pick(&backend.endpoints, req, ctx),
+        }
+    }
+
+    /// ingress-nginx's `is_affinitized`: the request carries this sticky backend's
+    /// cookie (its backend key part matches). Always false for other algorithms.
+    pub(crate) fn is_affinitized(&self, cookie_header: &[u8]) -> bool {
+        match self {
+            Algorithm::StickyBalanced(s) => s.cookie.is_affinitized(cookie_header),
+            Algorithm::StickyPersistent(s) => s.cookie.is_affinitized(cookie_header),
+            _ => false,
         }
     }
 }

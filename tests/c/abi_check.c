@@ -1,8 +1,12 @@
 /* A C program built against include/ingress_lb.h and linked to libingress_lb.so:
  * exercises every export as a C caller would. Exit status 0 = all checks passed. */
+#define _POSIX_C_SOURCE 200809L /* fork, waitpid: the ewma statistics check */
 #include <stdio.h>
 #include <string.h>
 #include <stddef.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "ingress_lb.h"
 
 static int failures = 0;
@@ -15,6 +19,56 @@ _Static_assert(offsetof(ilb_peer, addr_len) == ILB_ADDR_MAX, "ilb_peer layout");
 static const char GOOD[] =
     "[{\"name\":\"web\",\"endpoints\":[{\"address\":\"10.0.0.1\",\"port\":\"80\"},"
     "{\"address\":\"10.0.0.2\",\"port\":\"80\"},{\"address\":\"fd00::3\",\"port\":\"8080\"}]}]";
+
+/* Ewma statistics shared across fork: created before it, as nginx's master does;
+ * the child (a "worker") observes, the parent (another worker) picks by it. */
+static void check_ewma_stats(void) {
+    static const char EWMA[] =
+        "[{\"name\":\"e\",\"load-balance\":\"ewma\",\"endpoints\":["
+        "{\"address\":\"10.0.0.1\",\"port\":\"80\"},{\"address\":\"10.0.0.2\",\"port\":\"80\"}]}]";
+    ilb_stats *stats = NULL;
+    ilb_core *core = NULL;
+    ilb_pick_ctx ctx;
+    ilb_peer peer;
+    ilb_backend_info info;
+
+    CHECK(ilb_stats_new(16, NULL) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_stats_new(0, &stats) == ILB_INVALID_ARGUMENT && stats == NULL);
+    CHECK(ilb_stats_new(1024, &stats) == ILB_OK && stats != NULL);
+    CHECK(ilb_core_new(&core) == ILB_OK);
+    CHECK(ilb_core_use_stats(NULL, stats) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_use_stats(core, NULL) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_use_stats(core, stats) == ILB_OK);
+    CHECK(ilb_core_apply_backends(core, (const uint8_t *)EWMA, strlen(EWMA), NULL, 0, NULL) == ILB_OK);
+    CHECK(ilb_core_backend_info(core, "e", 1, &info) == ILB_OK);
+    CHECK(info.algorithm == ILB_EWMA && (info.needs & ILB_NEEDS_TIMING) != 0);
+    ilb_stats_free(NULL); /* ignored */
+
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* 10.0.0.1 is slow; 10.0.0.2 failed once, then answered fast on a retry. */
+        ilb_result r1 = ilb_core_observe(core, "e", 1, "10.0.0.1:80", 11, "200", 3, "0.001", 5, "2.000", 5, 0);
+        ilb_result r2 = ilb_core_observe(core, "e", 1, "10.0.0.9:80, 10.0.0.2:80", 24, "502, 200", 8,
+                                         "-, 0.001", 8, "0.000, 0.010", 12, 0);
+        _exit(r1 == ILB_OK && r2 == ILB_OK ? 0 : 1);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (int i = 0; i < 20; i++) {
+        ilb_pick_ctx_init(&ctx);
+        CHECK(ilb_core_pick(core, "e", 1, NULL, &ctx, &peer) == ILB_OK);
+        CHECK(strcmp(peer.addr, "10.0.0.2:80") == 0 && peer.score > 0.009 && peer.score <= 0.0101);
+    }
+    CHECK(ilb_core_observe(NULL, "e", 1, NULL, 0, NULL, 0, NULL, 0, NULL, 0, 0) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_observe(core, "e", 1, NULL, 3, NULL, 0, NULL, 0, NULL, 0, 0) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_observe(core, "e", 1, NULL, 0, NULL, 0, NULL, 0, NULL, 0, 0) == ILB_OK);
+    CHECK(ilb_core_observe(core, "nope", 4, "10.0.0.1:80", 11, "200", 3, "0.001", 5, "2.0", 3, 0) == ILB_OK);
+    /* The handle may go before the cores using it: they keep the memory alive. */
+    ilb_stats_free(stats);
+    CHECK(ilb_core_pick(core, "e", 1, NULL, &ctx, &peer) == ILB_OK);
+    ilb_core_free(core);
+}
 
 int main(void) {
     ilb_core *core = NULL;
@@ -88,6 +142,8 @@ int main(void) {
     CHECK(err_len == strlen(err) && strstr(err, "least_conn") != NULL);
     CHECK(ilb_core_warnings(core, NULL, 0, &err_len) == ILB_OK && err_len == 0);
     CHECK(ilb_core_warnings(core, NULL, 5, &err_len) == ILB_NULL_ARGUMENT);
+
+    check_ewma_stats();
 
     ilb_pick_ctx_init(NULL);
     ilb_core_free(core);
