@@ -7,12 +7,40 @@
 --   rewrite_by_lua_block     { balancer.rewrite() }
 --   upstream upstream_balancer { server 0.0.0.1; balancer_by_lua_block { balancer.balance() } }
 --   log_by_lua_block         { balancer.log() }
+-- and, per location, the variables nginx.tmpl sets: $proxy_upstream_name (the
+-- backend), $location_path (the ingress path: cookie path and cookie `locations`),
+-- $balancer_ewma_score (optional; set to the picked endpoint's ewma score).
 --
 -- This module makes no balancing decision: rewrite() asks the core whether the
--- backend can serve, balance() asks it for the peer. The per-request pick state
--- (an ilb_pick_ctx) lives in ngx.ctx, so the retries nginx makes after a failed
--- attempt reach the core with the peers already tried; log() returns it to the
--- worker's free list.
+-- backend can serve, balance() fetches the request data the backend's algorithm
+-- needs and asks the core for the peer, log() reports the attempts' timings to the
+-- core (ewma). The per-request pick state (an ilb_pick_ctx) lives in ngx.ctx, so
+-- the retries nginx makes after a failed attempt reach the core with the peers
+-- already tried; log() returns it to the worker's free list.
+--
+-- Request data, by what the backend needs (core.backend(name), cached per
+-- configuration):
+--   hash key   the backend's upstream-hash-by expression evaluated as ingress-nginx's
+--              util.generate_var_value does (ingress_lb.hash_by), in balance(), as
+--              stock does;
+--   cookie     $http_cookie, $host ("_" when $server_name is "_", the key stock
+--              looks `locations` up with), $location_path ("/" when the location
+--              does not set it), $http_user_agent, $https = "on";
+--   timing     $upstream_addr, $upstream_status, $upstream_connect_time,
+--              $upstream_response_time as they are, reported in log().
+--
+-- Set-Cookie: the sticky algorithms ask for a cookie with the pick. balance() adds
+-- it to the response headers right there (ngx.header works in balancer_by_lua with
+-- lua-nginx-module, as stock's sticky balancer relies on), keeping any other
+-- Set-Cookie already set; a retry's pick replaces the cookie an earlier attempt of
+-- the same request added (the last pick decides), so a response never carries two
+-- affinity cookies.
+--
+-- ewma statistics: requiring this module in init_by_lua (the master) maps the
+-- statistics every worker shares (core.init_stats); size them with
+-- require("ingress_lb.core").configure{ ewma_slots = N } before the require.
+-- Required later (in a worker), each worker keeps its own, with a warning once an
+-- ewma backend is used.
 --
 -- Keeping workers in step: every worker has its own core. A timer (SYNC_INTERVAL)
 -- reads the configuration_data shared dict:
@@ -30,11 +58,13 @@
 
 local ngx_balancer = require("ngx.balancer")
 local core = require("ingress_lb.core")
+local hash_by = require("ingress_lb.hash_by")
 
 local ngx = ngx
 local ngx_var = ngx.var
 local ngx_log = ngx.log
 local ngx_now = ngx.now
+local ngx_header = ngx.header
 local ERR = ngx.ERR
 local WARN = ngx.WARN
 local tostring = tostring
@@ -44,13 +74,19 @@ local require = require
 local setmetatable = setmetatable
 local string_byte = string.byte
 local string_find = string.find
+local table_remove = table.remove
 
-local core_has_backend = core.has_backend
+local core_backend = core.backend
 local core_pick = core.pick
+local core_last_peer = core.last_peer
+local core_last_set_cookie = core.last_set_cookie
+local core_observe = core.observe
 local core_new_ctx = core.new_ctx
 local core_release_ctx = core.release_ctx
 local core_apply = core.apply
 local result_name = core.result_name
+local compile_hash_by = hash_by.compile
+local evaluate_hash_by = hash_by.evaluate
 local set_more_tries = ngx_balancer.set_more_tries
 local set_current_peer = ngx_balancer.set_current_peer
 
@@ -69,6 +105,11 @@ local SYNCED_AT_KEY_ALT = "backends_last_synced_at"
 
 -- the per-request pick state in ngx.ctx
 local CTX_KEY = "ingress_lb_pick_ctx"
+-- the Set-Cookie value added by an earlier attempt of the request, in ngx.ctx
+local COOKIE_KEY = "ingress_lb_set_cookie"
+
+-- cookie path and `locations` key when the location does not set $location_path
+local DEFAULT_LOCATION_PATH = "/"
 
 -- Like stock: never proxy to the controller's own status port on localhost.
 -- configuration.prohibited_localhost_port is set by nginx.tmpl in init_by_lua.
@@ -84,6 +125,26 @@ local PROHIBITED_PEER_PATTERN = "^127%.[%d.]+" .. PROHIBITED_SUFFIX .. "$"
 local configuration_data = ngx.shared.configuration_data
 
 local _M = {}
+
+-- The ewma statistics every worker shares are mapped here when this module is
+-- loaded in init_by_lua (the master, before the workers are forked). A library
+-- that cannot be loaded is reported by init_worker(); why the statistics are not
+-- shared is reported when an ewma backend is first used.
+local stats_unshared_reason = "balancer.lua was not required in init_by_lua"
+if ngx.get_phase() == "init" and core.load() then
+  local ok, err = core.init_stats()
+  if ok then
+    stats_unshared_reason = nil
+  else
+    stats_unshared_reason = err
+  end
+end
+local stats_warned = false
+
+-- $balancer_ewma_score: nil until first set, then whether this nginx.conf
+-- declares it (nginx.tmpl does, with "set $balancer_ewma_score -1;"; setting an
+-- undeclared variable raises an error)
+local ewma_score_declared
 
 -- sync state (per worker)
 local last_generation
@@ -188,10 +249,61 @@ end
 
 
 function _M.rewrite()
-  local backend_name = ngx_var.proxy_upstream_name
-  if not core_has_backend(backend_name) then
+  if not core_backend(ngx_var.proxy_upstream_name).serves then
     ngx.status = ngx.HTTP_SERVICE_UNAVAILABLE
     return ngx.exit(ngx.status)
+  end
+end
+
+
+local function set_ewma_score(score)
+  ngx_var.balancer_ewma_score = score
+end
+
+
+-- Add the Set-Cookie header value `value` to the response (nil: none), replacing
+-- the one an earlier attempt of this request added; other Set-Cookie values stay.
+local function apply_set_cookie(ctx, value)
+  local previous = ctx[COOKIE_KEY]
+  if previous == value then
+    return
+  end
+  ctx[COOKIE_KEY] = value
+
+  local current = ngx_header["Set-Cookie"]
+  if current == nil and previous == nil then
+    ngx_header["Set-Cookie"] = value
+    return
+  end
+
+  local list
+  if type(current) == "table" then
+    list = current
+  elseif current ~= nil then
+    list = { current }
+  else
+    list = {}
+  end
+
+  if previous ~= nil then
+    for i = #list, 1, -1 do
+      if list[i] == previous then
+        table_remove(list, i)
+        break
+      end
+    end
+  end
+
+  if value ~= nil then
+    list[#list + 1] = value
+  end
+
+  if #list == 0 then
+    ngx_header["Set-Cookie"] = nil
+  elseif #list == 1 then
+    ngx_header["Set-Cookie"] = list[1]
+  else
+    ngx_header["Set-Cookie"] = list
   end
 end
 
@@ -214,11 +326,58 @@ function _M.balance()
     ctx[CTX_KEY] = pick_ctx
   end
 
-  local peer, rc = core_pick(backend_name, pick_ctx)
+  -- the request data this backend's algorithm needs, nothing else
+  local backend = core_backend(backend_name)
+  local hash_key, cookie, host, location_path, user_agent, https
+
+  if backend.hash_key then
+    local program = backend.hash_program
+    if not program then
+      program = compile_hash_by(backend.hash_by)
+      backend.hash_program = program
+    end
+    hash_key = evaluate_hash_by(program, ngx_var)
+  end
+
+  if backend.cookie then
+    cookie = ngx_var.http_cookie
+    -- the key stock looks cookie `locations` up with
+    if ngx_var.server_name == "_" then
+      host = "_"
+    else
+      host = ngx_var.host
+    end
+    location_path = ngx_var.location_path
+    if not location_path or location_path == "" then
+      -- not set in this location (a declared variable reads as "")
+      location_path = DEFAULT_LOCATION_PATH
+    end
+    user_agent = ngx_var.http_user_agent
+    https = ngx_var.https == "on"
+  end
+
+  local peer, rc = core_pick(backend_name, pick_ctx, hash_key, cookie, host,
+                             location_path, user_agent, https, ngx_now())
   if not peer then
     ngx_log(WARN, "no peer was returned, backend: ", backend_name, " (",
             result_name(rc), ")")
     return
+  end
+
+  if backend.timing then
+    local score = core_last_peer().score
+    if ewma_score_declared then
+      ngx_var.balancer_ewma_score = score
+    elseif ewma_score_declared == nil then
+      ewma_score_declared = pcall(set_ewma_score, score)
+    end
+  end
+
+  if backend.cookie then
+    local set_cookie = core_last_set_cookie()
+    if set_cookie or ctx[COOKIE_KEY] then
+      apply_set_cookie(ctx, set_cookie)
+    end
   end
 
   -- "127." only: the pattern is not run for other peers
@@ -240,10 +399,28 @@ end
 function _M.log()
   local ctx = ngx.ctx
   local pick_ctx = ctx[CTX_KEY]
-  if pick_ctx then
-    ctx[CTX_KEY] = nil
-    core_release_ctx(pick_ctx)
+  if not pick_ctx then
+    -- balance() did not run for this request: nothing to report
+    return
   end
+  ctx[CTX_KEY] = nil
+  core_release_ctx(pick_ctx)
+
+  local backend_name = ngx_var.proxy_upstream_name
+  if not core_backend(backend_name).timing then
+    return
+  end
+
+  if stats_unshared_reason and not stats_warned then
+    stats_warned = true
+    ngx_log(WARN, "ewma statistics are kept per worker process, not shared: ",
+            stats_unshared_reason)
+  end
+
+  -- raw texts: the core parses them
+  core_observe(backend_name, ngx_var.upstream_addr, ngx_var.upstream_status,
+               ngx_var.upstream_connect_time, ngx_var.upstream_response_time,
+               ngx_now())
 end
 
 
@@ -251,7 +428,7 @@ end
 -- objects; there are none here, so these return a descriptor { name = ... } of a
 -- backend the core can serve, or nil.
 local function get_balancer_by_upstream_name(upstream_name)
-  if core_has_backend(upstream_name) then
+  if core_backend(upstream_name).serves then
     return { name = upstream_name }
   end
   return nil

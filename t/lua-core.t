@@ -473,3 +473,153 @@ linker: nil true
 no core: false nil
 --- no_error_log
 [error]
+
+
+
+=== TEST 8: backend descriptors: what a request needs, cached until the configuration changes
+--- config
+    location = /t {
+        content_by_lua_block {
+            local core = require("ingress_lb.core")
+            local cjson = require("cjson")
+            local function backend(name, extra)
+                local b = cjson.decode(T.backend(name, { T.ep("a"), T.ep("b") }))
+                for k, v in pairs(extra) do
+                    b[k] = v
+                end
+                return cjson.encode(b)
+            end
+            local doc = T.doc(
+                T.backend("default-rr-80", { T.ep("a") }),
+                backend("default-ewma-80", { ["load-balance"] = "ewma" }),
+                backend("default-chash-80", { upstreamHashByConfig = {
+                    ["upstream-hash-by"] = "$http_x_user-${arg_a}" } }),
+                backend("default-subset-80", { upstreamHashByConfig = {
+                    ["upstream-hash-by"] = "$request_uri", ["upstream-hash-by-subset"] = true } }),
+                backend("default-sticky-80", { sessionAffinityConfig = {
+                    name = "cookie", cookieSessionAffinity = { name = "route" } } }),
+                backend("default-persistent-80", { sessionAffinityConfig = {
+                    name = "cookie", mode = "persistent", cookieSessionAffinity = { name = "r" } } }),
+                T.backend("default-empty-80", {}))
+            assert(core.apply(doc))
+            for _, name in ipairs({ "default-rr-80", "default-ewma-80", "default-chash-80",
+                                    "default-subset-80", "default-sticky-80",
+                                    "default-persistent-80", "default-empty-80",
+                                    "default-none-80" }) do
+                local d = core.backend(name)
+                ngx.say(name, ": ", d.serves, " ", core.result_name(d.rc), " ",
+                        core.algorithm_name(d.algorithm), " hash_key=", d.hash_key,
+                        " cookie=", d.cookie, " timing=", d.timing,
+                        d.hash_by and (" hash_by=" .. d.hash_by) or "")
+            end
+            local d = core.backend("default-chash-80")
+            ngx.say("cached: ", core.backend("default-chash-80") == d,
+                    ", also for unknown names: ", core.backend("x") == core.backend("x"))
+            assert(core.apply(doc))
+            ngx.say("same document, same descriptor: ", core.backend("default-chash-80") == d)
+            assert(core.apply(T.doc(backend("default-chash-80", { upstreamHashByConfig = {
+                ["upstream-hash-by"] = "$remote_addr" } }))))
+            local d2 = core.backend("default-chash-80")
+            ngx.say("new configuration: ", d2 ~= d, " hash_by=", d2.hash_by,
+                    ", gone: ", core.result_name(core.backend("default-rr-80").rc))
+            ngx.say("not a name: ", core.backend(nil).serves, " ", (core.has_backend(nil)))
+        }
+    }
+--- response_body
+default-rr-80: true ILB_OK round_robin hash_key=false cookie=false timing=false
+default-ewma-80: true ILB_OK ewma hash_key=false cookie=false timing=true
+default-chash-80: true ILB_OK chash hash_key=true cookie=false timing=false hash_by=$http_x_user-${arg_a}
+default-subset-80: true ILB_OK chashsubset hash_key=true cookie=false timing=false hash_by=$request_uri
+default-sticky-80: true ILB_OK sticky_balanced hash_key=false cookie=true timing=false
+default-persistent-80: true ILB_OK sticky_persistent hash_key=false cookie=true timing=false
+default-empty-80: false ILB_NO_ENDPOINTS round_robin hash_key=false cookie=false timing=false
+default-none-80: false ILB_UNKNOWN_BACKEND round_robin hash_key=false cookie=false timing=false
+cached: true, also for unknown names: true
+same document, same descriptor: true
+new configuration: true hash_by=$remote_addr, gone: ILB_UNKNOWN_BACKEND
+not a name: false false
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: pick with request data; the Set-Cookie asked for; observe
+--- config
+    location = /t {
+        content_by_lua_block {
+            local core = require("ingress_lb.core")
+            local cjson = require("cjson")
+            local b = cjson.decode(T.backend("default-sticky-80", { T.ep("a"), T.ep("b") }))
+            b.sessionAffinityConfig = { name = "cookie", mode = "persistent",
+                cookieSessionAffinity = { name = "route", locations = { ["example.com"] = { "/app" } } } }
+            local e = cjson.decode(T.backend("default-ewma-80", { T.ep("a"), T.ep("b") }))
+            e["load-balance"] = "ewma"
+            assert(core.apply(T.doc(cjson.encode(b), cjson.encode(e))))
+            local name = "default-sticky-80"
+
+            local ctx = core.new_ctx()
+            local peer = core.pick(name, ctx, nil, nil, "example.com", "/app", "UA", true,
+                                   ngx.now())
+            local cookie = core.last_set_cookie()
+            core.release_ctx(ctx)
+            local key = peer and ngx.md5(name .. peer)
+            ngx.say("new session: ", cookie ~= nil and cookie:find("route=" .. key .. "|", 1, true) == 1,
+                    ", secure over https: ", cookie and cookie:find("; Secure", 1, true) ~= nil)
+
+            ctx = core.new_ctx()
+            local again = core.pick(name, ctx, nil, cookie:match("^[^;]+"), "example.com", "/app",
+                                    nil, false, ngx.now())
+            ngx.say("with its cookie: same peer ", again == peer, ", no Set-Cookie ",
+                    core.last_set_cookie() == nil)
+            core.release_ctx(ctx)
+
+            ctx = core.new_ctx()
+            core.pick(name, ctx, nil, nil, "other.example", "/app", nil, false, ngx.now())
+            ngx.say("host not in locations: no Set-Cookie ", core.last_set_cookie() == nil)
+            core.release_ctx(ctx)
+
+            ngx.say("observe: ", core.observe("default-ewma-80", "127.0.0.1:" .. T.PORTS.a,
+                                              "200", "0.001", "0.002", ngx.now()))
+            ngx.say("observe, no upstream variables: ", core.observe("default-ewma-80"))
+            ngx.say("observe, unknown backend: ", core.observe("x", "1.2.3.4:80", "200", "0", "0", 0))
+        }
+    }
+--- response_body
+new session: true, secure over https: true
+with its cookie: same peer true, no Set-Cookie true
+host not in locations: no Set-Cookie true
+observe: true
+observe, no upstream variables: true
+observe, unknown backend: true
+--- no_error_log
+[error]
+
+
+
+=== TEST 10: the ewma statistics are mapped in init_by_lua; their size is set once
+--- config
+    location = /t {
+        content_by_lua_block {
+            local core = require("ingress_lb.core")
+            ngx.say("slots: ", core.stats_slots(), " (default ", core.DEFAULT_EWMA_SLOTS, ")")
+            ngx.say("again: ", core.init_stats())
+            local ok, err = pcall(core.configure, { ewma_slots = 10 })
+            ngx.say("other size later: ", ok, " ", err:match("already exist") ~= nil)
+            ngx.say("same size: ", (pcall(core.configure, { ewma_slots = core.DEFAULT_EWMA_SLOTS })))
+            for _, bad in ipairs({ 0, 1.5, "100", -1 }) do
+                ok, err = pcall(core.configure, { ewma_slots = bad })
+                ngx.say(tostring(bad), ": ", ok, " ", err:match("ewma_slots must be") ~= nil)
+            end
+        }
+    }
+--- response_body
+slots: 65536 (default 65536)
+again: true
+other size later: false true
+same size: true
+0: false true
+1.5: false true
+100: false true
+-1: false true
+--- no_error_log
+[error]

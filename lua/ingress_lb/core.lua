@@ -16,10 +16,21 @@
 -- The library is loaded on first use (or by an explicit core.load(), which lets
 -- init_by_lua fail fast); loading it in the master is fine, the workers inherit it.
 --
--- Per worker process: one ilb_core (created lazily, released by the GC through
--- ilb_core_free), one error buffer, one size_t/uint64_t out cell, one ilb_peer,
--- and a free list of ilb_pick_ctx so that steady-state requests allocate no cdata.
--- All of these are module locals: after fork() each worker has its own copy.
+-- Per worker process: one ilb_core (created lazily, released when the Lua VM is
+-- closed), one error buffer, one size_t/uint64_t out cell, one ilb_request, one
+-- ilb_peer, and a free list of ilb_pick_ctx so that steady-state requests allocate
+-- no cdata. All of these are module locals: after fork() each worker has its own
+-- copy.
+--
+-- Backend descriptors: backend(name) answers what a request for that backend
+-- needs (ilb_core_backend_info, ilb_core_has_backend, ilb_core_backend_hash_by)
+-- from a per-worker cache that apply() empties whenever the core publishes a new
+-- configuration, so the request path makes no FFI call but the pick.
+--
+-- ewma statistics: init_stats() maps them (ilb_stats_new) in memory shared by every
+-- process forked afterwards; call it in the master (balancer.lua does when it is
+-- required in init_by_lua). Each worker's core then keeps its ewma statistics there
+-- (ilb_core_use_stats), so all workers balance on the same response times.
 
 local ffi = require("ffi")
 
@@ -34,6 +45,7 @@ local pcall = pcall
 local error = error
 local os_getenv = os.getenv
 local package = package
+local math_floor = math.floor
 
 local C_DECLARATIONS = [=[
 /* -- begin cdef (this block is also bound by lua/ingress_lb/core.lua) -- */
@@ -190,6 +202,21 @@ ilb_result ilb_core_observe(const ilb_core *core, const char *name, size_t name_
                             const char *response_time, size_t response_time_len,
                             double now);
 
+/* Opaque: ewma statistics in memory shared by processes. */
+typedef struct ilb_stats ilb_stats;
+
+/* Create statistics for up to `slots` endpoints in anonymous shared memory
+ * (mmap MAP_SHARED): call before the nginx workers fork (init_by_lua, in the master);
+ * the workers inherit it. */
+ilb_result ilb_stats_new(uint32_t slots, ilb_stats **stats_out);
+
+/* Release statistics created by ilb_stats_new (after every core using them). */
+void ilb_stats_free(ilb_stats *stats);
+
+/* Keep this core's ewma statistics in `stats` (shared with the other processes)
+ * instead of process-local memory. `stats` must outlive the core. */
+ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
+
 /* -- end cdef -- */
 ]=]
 
@@ -199,8 +226,14 @@ if not pcall(ffi_typeof, "ilb_peer") then
     ffi.cdef(C_DECLARATIONS)
 end
 
+-- for releasing the ewma statistics only in the process that created them
+pcall(ffi.cdef, "int getpid(void);")
+
+local bit = require("bit")
+local band = bit.band
+
 local _M = {
-    _VERSION = "0.1.0",
+    _VERSION = "0.2.0",
 
     -- ilb_result codes
     OK = 0,
@@ -210,10 +243,32 @@ local _M = {
     UNKNOWN_BACKEND = 4,
     NO_ENDPOINTS = 5,
     PANIC = 6,
+
+    -- ilb_algorithm
+    ROUND_ROBIN = 0,
+    EWMA = 1,
+    CHASH = 2,
+    CHASHSUBSET = 3,
+    STICKY_BALANCED = 4,
+    STICKY_PERSISTENT = 5,
+
+    -- ilb_backend_info.needs bits
+    NEEDS_HASH_KEY = 1,
+    NEEDS_COOKIE = 2,
+    NEEDS_TIMING = 4,
+
+    -- ewma statistics slots (endpoints) when configure{ ewma_slots } is not given
+    DEFAULT_EWMA_SLOTS = 65536,
 }
 
 local ILB_OK = 0
 local ILB_UNKNOWN_BACKEND = 4
+local ILB_NO_ENDPOINTS = 5
+
+local ALGORITHM_NAMES = {
+    [0] = "round_robin", "ewma", "chash", "chashsubset", "sticky_balanced",
+    "sticky_persistent",
+}
 
 local RESULT_NAMES = {
     [0] = "ILB_OK",
@@ -230,6 +285,10 @@ local ABI_VERSION = 1
 
 local ERR_CAP = 4096
 local MAX_FREE_CTX = 4096
+local MAX_EWMA_SLOTS = 4294967295
+-- backend descriptors cached per configuration; names come from nginx.conf
+-- ($proxy_upstream_name), so this bound is only a guard against unbounded names
+local MAX_DESCRIPTORS = 4096
 
 local pick_ctx_type = ffi_typeof("ilb_pick_ctx")
 
@@ -238,9 +297,12 @@ local err_buf = ffi_new("char[?]", ERR_CAP)
 local size_out = ffi_new("size_t[1]")
 local u64_out = ffi_new("uint64_t[1]")
 local core_out = ffi_new("ilb_core *[1]")
+local stats_out = ffi_new("ilb_stats *[1]")
+local info_out = ffi_new("ilb_backend_info")
+local req = ffi_new("ilb_request")
 local peer = ffi_new("ilb_peer")
 
-local settings = { library = nil }
+local settings = { library = nil, ewma_slots = nil }
 
 -- set by load()
 local lib
@@ -256,14 +318,37 @@ local C_generation
 local C_has_backend
 local C_ctx_init
 local C_pick
+local C_backend_info
+local C_hash_by
+local C_observe
+-- nil when the library predates the shared ewma statistics
+local C_stats_new
+local C_stats_free
+local C_use_stats
 
--- the ilb_core of this process (cdata with a finalizer), created lazily
+-- the ilb_core of this process (cdata), created lazily
 local core
+local core_freed = false
+
+-- the ewma statistics (cdata), created by init_stats(), and the pid that made them
+local stats
+local stats_pid
+
+-- backend descriptors of the configuration in force, by name
+local descriptors = {}
+local n_descriptors = 0
+local descriptors_generation
 
 -- free list of ilb_pick_ctx
 local free_ctx = {}
 local n_free = 0
 local n_created = 0
+
+
+local function getpid()
+    local ok, pid = pcall(function() return ffi.C.getpid() end)
+    return ok and tonumber(pid) or nil
+end
 
 
 local function library_candidate()
@@ -287,6 +372,9 @@ end
 
 -- Record settings; must be called before the library is loaded.
 --   library: absolute path of libingress_lb.so
+--   ewma_slots: endpoints the shared ewma statistics can hold (default
+--     DEFAULT_EWMA_SLOTS); only before they are created, i.e. before
+--     require("balancer") in init_by_lua
 function _M.configure(opts)
     if type(opts) ~= "table" then
         error("ingress_lb.core.configure: expected a table", 2)
@@ -302,8 +390,28 @@ function _M.configure(opts)
             error("ingress_lb.core.configure: library already loaded from "
                   .. lib_path, 2)
         end
+    end
 
+    local slots = opts.ewma_slots
+    if slots ~= nil then
+        if type(slots) ~= "number" or slots < 1 or slots > MAX_EWMA_SLOTS
+           or slots ~= math_floor(slots)
+        then
+            error("ingress_lb.core.configure: ewma_slots must be an integer in 1-"
+                  .. MAX_EWMA_SLOTS, 2)
+        end
+
+        if stats and slots ~= settings.ewma_slots then
+            error("ingress_lb.core.configure: the ewma statistics already exist with "
+                  .. tostring(settings.ewma_slots or _M.DEFAULT_EWMA_SLOTS) .. " slots", 2)
+        end
+    end
+
+    if library ~= nil then
         settings.library = library
+    end
+    if slots ~= nil then
+        settings.ewma_slots = slots
     end
 
     return true
@@ -341,6 +449,17 @@ local function load()
     C_has_backend = clib.ilb_core_has_backend
     C_ctx_init = clib.ilb_pick_ctx_init
     C_pick = clib.ilb_core_pick
+    C_backend_info = clib.ilb_core_backend_info
+    C_hash_by = clib.ilb_core_backend_hash_by
+    C_observe = clib.ilb_core_observe
+
+    local function optional(sym)
+        local found, fn = pcall(function() return clib[sym] end)
+        return found and fn or nil
+    end
+    C_stats_new = optional("ilb_stats_new")
+    C_stats_free = optional("ilb_stats_free")
+    C_use_stats = optional("ilb_core_use_stats")
 
     lib = clib
     lib_path = path
@@ -363,6 +482,50 @@ function _M.library_path()
 end
 
 
+function _M.result_name(rc)
+    if C_result_name then
+        return ffi_string(C_result_name(rc))
+    end
+    return RESULT_NAMES[rc] or ("ilb_result " .. tostring(rc))
+end
+
+
+-- ingress-nginx's name of an ilb_algorithm code ("chash", ...).
+function _M.algorithm_name(code)
+    return ALGORITHM_NAMES[code] or ("ilb_algorithm " .. tostring(code))
+end
+
+
+-- Finalizers. When the Lua VM is closed (worker exit, master exit or reload) the
+-- core must go before the statistics it uses; the statistics are unmapped only by
+-- the process that created them (a worker's inherited mapping ends with it).
+local function free_core(c)
+    if core_freed then
+        return
+    end
+    core_freed = true
+    C_core_free(c)
+end
+
+local function free_stats(s)
+    if core and not core_freed then
+        free_core(core)
+    end
+    if C_stats_free and stats_pid and stats_pid == getpid() then
+        C_stats_free(s)
+    end
+end
+
+
+local function use_stats(c)
+    local rc = tonumber(C_use_stats(c, stats))
+    if rc ~= ILB_OK then
+        return nil, "ingress-lb: ilb_core_use_stats failed: " .. _M.result_name(rc)
+    end
+    return true
+end
+
+
 local function get_core()
     if core then
         return core
@@ -379,17 +542,73 @@ local function get_core()
         return nil, "ingress-lb: ilb_core_new failed: " .. _M.result_name(tonumber(rc))
     end
 
-    core = ffi_gc(core_out[0], C_core_free)
+    local c = ffi_gc(core_out[0], free_core)
     core_out[0] = nil
+
+    if stats then
+        local ok
+        ok, err = use_stats(c)
+        if not ok then
+            ffi_gc(c, nil)
+            C_core_free(c)
+            return nil, err
+        end
+    end
+
+    core = c
+    core_freed = false
     return core
 end
 
 
-function _M.result_name(rc)
-    if C_result_name then
-        return ffi_string(C_result_name(rc))
+-- Map the ewma statistics shared by the processes forked afterwards: call it in
+-- the master, before the workers exist (balancer.lua does at load time in
+-- init_by_lua). slots: endpoints they can hold (default: configure{ ewma_slots },
+-- else DEFAULT_EWMA_SLOTS). Returns true (also when they exist already), or nil
+-- and a message.
+function _M.init_stats(slots)
+    if stats then
+        return true
     end
-    return RESULT_NAMES[rc] or ("ilb_result " .. tostring(rc))
+
+    local clib, err = load()
+    if not clib then
+        return nil, err
+    end
+
+    if not (C_stats_new and C_use_stats) then
+        return nil, "ingress-lb: " .. lib_path .. " has no shared ewma statistics "
+                    .. "(ilb_stats_new); ewma statistics stay per worker"
+    end
+
+    slots = slots or settings.ewma_slots or _M.DEFAULT_EWMA_SLOTS
+    stats_out[0] = nil
+    local rc = tonumber(C_stats_new(slots, stats_out))
+    if rc ~= ILB_OK then
+        return nil, "ingress-lb: ilb_stats_new(" .. tostring(slots) .. ") failed: "
+                    .. _M.result_name(rc)
+    end
+
+    stats = ffi_gc(stats_out[0], free_stats)
+    stats_out[0] = nil
+    stats_pid = getpid()
+    settings.ewma_slots = slots
+
+    if core then
+        -- a core made before (this process): switch it over
+        return use_stats(core)
+    end
+    return true
+end
+
+
+-- Number of slots of the shared ewma statistics, or nil when there are none (each
+-- core then keeps its own, per process).
+function _M.stats_slots()
+    if stats then
+        return settings.ewma_slots
+    end
+    return nil
 end
 
 
@@ -415,7 +634,20 @@ local function last_error(rc)
 end
 
 
-local function check_document(fn, json)
+-- Forget the backend descriptors when the core has published another
+-- configuration.
+local function refresh_descriptors(c)
+    local rc = C_generation(c, u64_out)
+    local generation = rc == ILB_OK and tonumber(u64_out[0]) or nil
+    if generation == nil or generation ~= descriptors_generation then
+        descriptors = {}
+        n_descriptors = 0
+        descriptors_generation = generation
+    end
+end
+
+
+local function check_document(fn, json, publishes)
     if type(json) ~= "string" then
         return nil, "backends document must be a string, got " .. type(json),
                _M.INVALID_ARGUMENT
@@ -429,6 +661,9 @@ local function check_document(fn, json)
     size_out[0] = 0
     local rc = tonumber(fn(c, json, #json, err_buf, ERR_CAP, size_out))
     if rc == ILB_OK then
+        if publishes then
+            refresh_descriptors(c)
+        end
         return true
     end
 
@@ -447,7 +682,7 @@ function _M.apply(json)
             return nil, err
         end
     end
-    return check_document(C_apply, json)
+    return check_document(C_apply, json, true)
 end
 
 
@@ -459,7 +694,7 @@ function _M.validate(json)
             return nil, err
         end
     end
-    return check_document(C_validate, json)
+    return check_document(C_validate, json, false)
 end
 
 
@@ -495,24 +730,123 @@ function _M.warnings()
 end
 
 
--- true when the configuration in force has a backend of that name; otherwise
--- false and the ilb_result code.
-function _M.has_backend(name)
+-- backend_hash_by() of the configuration in force: the upstream-hash-by text, or
+-- nil and the ilb_result code.
+local function fetch_hash_by(c, name)
+    size_out[0] = 0
+    local rc = tonumber(C_hash_by(c, name, #name, err_buf, ERR_CAP, size_out))
+    if rc ~= ILB_OK then
+        return nil, rc
+    end
+
+    local len = tonumber(size_out[0])
+    if len < ERR_CAP then
+        return ffi_string(err_buf, len)
+    end
+
+    -- longer than the scratch buffer: once more with room for all of it
+    local buf = ffi_new("char[?]", len + 1)
+    rc = tonumber(C_hash_by(c, name, #name, buf, len + 1, size_out))
+    if rc ~= ILB_OK then
+        return nil, rc
+    end
+    return ffi_string(buf, len)
+end
+
+
+-- descriptor of names that are not backends (or before any configuration)
+local UNKNOWN = {
+    serves = false, rc = ILB_UNKNOWN_BACKEND, algorithm = 0, needs = 0,
+    hash_key = false, cookie = false, timing = false,
+}
+
+
+local function describe(c, name)
+    local rc = tonumber(C_has_backend(c, name, #name))
+    if rc ~= ILB_OK and rc ~= ILB_NO_ENDPOINTS then
+        return {
+            name = name, serves = false, rc = rc, algorithm = 0, needs = 0,
+            hash_key = false, cookie = false, timing = false,
+        }
+    end
+
+    local info_rc = tonumber(C_backend_info(c, name, #name, info_out))
+    if info_rc ~= ILB_OK then
+        return {
+            name = name, serves = false, rc = info_rc, algorithm = 0, needs = 0,
+            hash_key = false, cookie = false, timing = false,
+        }
+    end
+
+    local needs = tonumber(info_out.needs)
+    local d = {
+        name = name,
+        serves = rc == ILB_OK,
+        rc = rc,
+        algorithm = tonumber(info_out.algorithm),
+        needs = needs,
+        hash_key = band(needs, _M.NEEDS_HASH_KEY) ~= 0,
+        cookie = band(needs, _M.NEEDS_COOKIE) ~= 0,
+        timing = band(needs, _M.NEEDS_TIMING) ~= 0,
+        -- the upstream-hash-by expression, when the core needs its value
+        hash_by = nil,
+    }
+    if d.hash_key then
+        d.hash_by = fetch_hash_by(c, name) or ""
+    end
+    return d
+end
+
+
+-- What a request for backend `name` needs, for the configuration in force:
+--   serves     the backend exists and has endpoints
+--   rc         ilb_result of that check (OK, UNKNOWN_BACKEND, NO_ENDPOINTS)
+--   algorithm  ilb_algorithm code
+--   hash_key, cookie, timing   the ILB_NEEDS_* bits as booleans (needs: the bits)
+--   hash_by    the upstream-hash-by expression (when hash_key)
+-- Cached per configuration: the first request for a backend after a change asks
+-- the core, the others make no FFI call. Callers may add fields (balancer.lua
+-- keeps its compiled expression there); they are dropped with the configuration.
+function _M.backend(name)
+    local d = descriptors[name]
+    if d then
+        return d
+    end
+
     local c = core
-    if not c then
+    if not c or type(name) ~= "string" then
         -- no configuration was ever applied in this worker
-        return false, ILB_UNKNOWN_BACKEND
+        return UNKNOWN
     end
 
-    if type(name) ~= "string" then
-        return false, ILB_UNKNOWN_BACKEND
+    d = describe(c, name)
+    if n_descriptors < MAX_DESCRIPTORS then
+        descriptors[name] = d
+        n_descriptors = n_descriptors + 1
     end
+    return d
+end
 
-    local rc = C_has_backend(c, name, #name)
-    if rc == ILB_OK then
+
+-- true when the configuration in force has a backend of that name with
+-- endpoints; otherwise false and the ilb_result code.
+function _M.has_backend(name)
+    local d = _M.backend(name)
+    if d.serves then
         return true
     end
-    return false, tonumber(rc)
+    return false, d.rc
+end
+
+
+-- The upstream-hash-by expression of backend `name`, or nil and the ilb_result
+-- code (not cached: see backend() for the request path).
+function _M.hash_by(name)
+    local c = core
+    if not c or type(name) ~= "string" then
+        return nil, ILB_UNKNOWN_BACKEND
+    end
+    return fetch_hash_by(c, name)
 end
 
 
@@ -559,14 +893,73 @@ end
 
 
 -- Pick an endpoint of backend `name` for the request whose state is `ctx`.
--- Returns "ip:port" ("[ipv6]:port" for IPv6), or nil and the ilb_result code.
-function _M.pick(name, ctx)
+-- The request data are optional (nil: empty), as ilb_request:
+--   hash_key       the evaluated upstream-hash-by expression
+--   cookie         the Cookie request header as received
+--   host           $host
+--   location_path  the ingress location path
+--   user_agent     the User-Agent request header
+--   https          true when the request came over TLS
+--   now            seconds since the epoch (ngx.now())
+-- Returns "ip:port" ("[ipv6]:port" for IPv6), or nil and the ilb_result code. The
+-- rest of the outcome (score, Set-Cookie) is in last_peer() / last_set_cookie().
+function _M.pick(name, ctx, hash_key, cookie, host, location_path, user_agent,
+                 https, now)
     local c = core
     if not c then
         return nil, ILB_UNKNOWN_BACKEND
     end
 
-    local rc = C_pick(c, name, #name, nil, ctx, peer)
+    -- The strings are borrowed by the core for the call only. Nothing between
+    -- these stores and the call allocates, so the collector cannot run and every
+    -- string stays where the pointers say; the pointers are dropped after.
+    local r = req
+    if hash_key then
+        r.hash_key = hash_key
+        r.hash_key_len = #hash_key
+    end
+    if cookie then
+        r.cookie = cookie
+        r.cookie_len = #cookie
+    end
+    if host then
+        r.host = host
+        r.host_len = #host
+    end
+    if location_path then
+        r.location_path = location_path
+        r.location_path_len = #location_path
+    end
+    if user_agent then
+        r.user_agent = user_agent
+        r.user_agent_len = #user_agent
+    end
+    r.https = https and 1 or 0
+    r.now = now or 0
+
+    local rc = C_pick(c, name, #name, r, ctx, peer)
+
+    if hash_key then
+        r.hash_key = nil
+        r.hash_key_len = 0
+    end
+    if cookie then
+        r.cookie = nil
+        r.cookie_len = 0
+    end
+    if host then
+        r.host = nil
+        r.host_len = 0
+    end
+    if location_path then
+        r.location_path = nil
+        r.location_path_len = 0
+    end
+    if user_agent then
+        r.user_agent = nil
+        r.user_agent_len = 0
+    end
+
     if rc ~= ILB_OK then
         -- the enum comes back as cdata: a plain number for callers
         return nil, tonumber(rc)
@@ -576,10 +969,45 @@ function _M.pick(name, ctx)
 end
 
 
--- The ilb_peer written by the last successful pick (port, family, index);
--- scratch memory, overwritten by the next pick.
+-- The ilb_peer written by the last successful pick (port, family, index, score,
+-- set_cookie); scratch memory, overwritten by the next pick.
 function _M.last_peer()
     return peer
+end
+
+
+-- The Set-Cookie header value the last successful pick asks for, or nil.
+function _M.last_set_cookie()
+    local n = peer.set_cookie_len
+    if n > 0 then
+        return ffi_string(peer.set_cookie, n)
+    end
+    return nil
+end
+
+
+-- Report how the attempts of a finished request to backend `name` went, from
+-- nginx's variables as they are ($upstream_addr, $upstream_status,
+-- $upstream_connect_time, $upstream_response_time; nil for an empty one), at
+-- `now`. Returns true, or nil and the ilb_result code.
+function _M.observe(name, upstream_addr, upstream_status, connect_time,
+                    response_time, now)
+    local c = core
+    if not c or type(name) ~= "string" then
+        return nil, ILB_UNKNOWN_BACKEND
+    end
+
+    -- the arguments stay referenced by this frame for the duration of the call
+    local rc = C_observe(c, name, #name,
+                         upstream_addr, upstream_addr and #upstream_addr or 0,
+                         upstream_status, upstream_status and #upstream_status or 0,
+                         connect_time, connect_time and #connect_time or 0,
+                         response_time, response_time and #response_time or 0,
+                         now or 0)
+    if rc ~= ILB_OK then
+        return nil, tonumber(rc)
+    end
+    return true
 end
 
 
