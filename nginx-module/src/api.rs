@@ -269,7 +269,9 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     };
 
-    for w in &report.warnings {
+    // The warnings of the configuration now in force, and of the shared ewma
+    // statistics (a full table), as the core reports them.
+    for w in crate::core().warnings().lines() {
         ngx_log_error!(NGX_LOG_WARN, log, "ingress_lb: backends configuration: {}", w);
     }
     ngx::ngx_log_debug!(

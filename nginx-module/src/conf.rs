@@ -6,8 +6,9 @@ use core::ptr;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_get_variable_index, ngx_http_handler_pt,
-    ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_palloc, ngx_parse_size,
-    ngx_str_t, ngx_uint_t, NGX_HTTP_UPSTREAM_CREATE, NGX_LOG_EMERG, NGX_LOG_WARN,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_upstream_srv_conf_t,
+    ngx_int_t, ngx_palloc, ngx_parse_size, ngx_str_t, ngx_uint_t, NGX_HTTP_UPSTREAM_CREATE, NGX_LOG_EMERG,
+    NGX_LOG_WARN,
 };
 use ngx::http::{
     HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule, NgxHttpUpstreamModule,
@@ -41,11 +42,42 @@ pub(crate) struct MainConf {
     pub(crate) used: bool,
     /// Some location has `ingress_lb_route` enabled: install the preaccess handler.
     pub(crate) route_used: bool,
+    /// Some upstream has `ingress_lb`: the ewma statistics zone and the log phase
+    /// handler are needed.
+    pub(crate) balancer_used: bool,
+    /// The ewma statistics zone, once added.
+    pub(crate) ewma_shm_zone: *mut ngx::ffi::ngx_shm_zone_t,
+    /// Size given by `ingress_lb_ewma_zone` (0 = not given).
+    pub(crate) ewma_zone_size: usize,
+    /// Index of `$balancer_ewma_score` (-1 until an upstream uses `ingress_lb`).
+    pub(crate) score_index: isize,
+    /// Indexes of the upstream variables reported to the core after a response.
+    pub(crate) upstream_vars: UpstreamVars,
+}
+
+/// Indexes of `$upstream_addr`, `$upstream_status`, `$upstream_connect_time`,
+/// `$upstream_response_time` (-1 = not registered).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpstreamVars {
+    pub(crate) addr: isize,
+    pub(crate) status: isize,
+    pub(crate) connect_time: isize,
+    pub(crate) response_time: isize,
 }
 
 impl Default for MainConf {
     fn default() -> Self {
-        MainConf { shm_zone: ptr::null_mut(), zone_size: 0, used: false, route_used: false }
+        MainConf {
+            shm_zone: ptr::null_mut(),
+            zone_size: 0,
+            used: false,
+            route_used: false,
+            balancer_used: false,
+            ewma_shm_zone: ptr::null_mut(),
+            ewma_zone_size: 0,
+            score_index: UNSET,
+            upstream_vars: UpstreamVars { addr: UNSET, status: UNSET, connect_time: UNSET, response_time: UNSET },
+        }
     }
 }
 
@@ -161,6 +193,34 @@ fn variable_index(cf: *mut ngx_conf_t, arg: Option<ngx_str_t>) -> Result<isize, 
     Ok(index as isize)
 }
 
+/// Index of the variable `name` (no `$`), registering it for this configuration.
+fn named_variable_index(cf: *mut ngx_conf_t, name: &'static str) -> Result<isize, ()> {
+    let mut n = ngx_str_t { data: name.as_ptr() as *mut u8, len: name.len() };
+    // SAFETY: cf is valid; nginx copies the name it keeps.
+    let index = unsafe { ngx_http_get_variable_index(cf, &mut n) };
+    if index == ngx::ffi::NGX_ERROR as ngx_int_t {
+        return Err(());
+    }
+    Ok(index as isize)
+}
+
+/// Parse a zone size argument (at least [`MIN_ZONE_SIZE`]).
+fn zone_size_arg(cf: *mut ngx_conf_t) -> Result<usize, ()> {
+    // SAFETY: NGX_CONF_TAKE1 guarantees args[1].
+    let arg = unsafe { &mut args(cf)[1] };
+    // SAFETY: arg is a valid ngx_str_t.
+    let size = unsafe { ngx_parse_size(arg) };
+    if size == ngx::ffi::NGX_ERROR as isize {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid zone size \"{}\"", arg);
+        return Err(());
+    }
+    if (size as usize) < MIN_ZONE_SIZE {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "zone size \"{}\" is too small (minimum 32k)", arg);
+        return Err(());
+    }
+    Ok(size as usize)
+}
+
 /// `ingress_lb_zone SIZE;`
 pub(crate) unsafe extern "C" fn set_zone(
     cf: *mut ngx_conf_t,
@@ -172,20 +232,25 @@ pub(crate) unsafe extern "C" fn set_zone(
     if mcf.zone_size != 0 {
         return c"is duplicate".as_ptr() as *mut c_char;
     }
-    // SAFETY: NGX_CONF_TAKE1 guarantees args[1].
-    let arg = unsafe { &mut args(cf)[1] };
-    // SAFETY: arg is a valid ngx_str_t.
-    let size = unsafe { ngx_parse_size(arg) };
-    if size == ngx::ffi::NGX_ERROR as isize {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid zone size \"{}\"", arg);
-        return NGX_CONF_ERROR;
-    }
-    if (size as usize) < MIN_ZONE_SIZE {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "zone size \"{}\" is too small (minimum 32k)", arg);
-        return NGX_CONF_ERROR;
-    }
-    mcf.zone_size = size as usize;
+    let Ok(size) = zone_size_arg(cf) else { return NGX_CONF_ERROR };
+    mcf.zone_size = size;
     mcf.used = true;
+    NGX_CONF_OK
+}
+
+/// `ingress_lb_ewma_zone SIZE;`
+pub(crate) unsafe extern "C" fn set_ewma_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our main configuration (NGX_HTTP_MAIN_CONF_OFFSET).
+    let mcf = unsafe { &mut *(conf as *mut MainConf) };
+    if mcf.ewma_zone_size != 0 {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    let Ok(size) = zone_size_arg(cf) else { return NGX_CONF_ERROR };
+    mcf.ewma_zone_size = size;
     NGX_CONF_OK
 }
 
@@ -229,6 +294,24 @@ pub(crate) unsafe extern "C" fn set_upstream(
 
     let Some(mcf) = main_conf(cf) else { return NGX_CONF_ERROR };
     mcf.used = true;
+    if !mcf.balancer_used {
+        mcf.balancer_used = true;
+        // Variables the balancer writes ($balancer_ewma_score, defined by this module)
+        // and reads after the response (the upstream module's).
+        let indexes = (|| {
+            mcf.score_index = named_variable_index(cf, crate::ewma::SCORE_VARIABLE)?;
+            mcf.upstream_vars = UpstreamVars {
+                addr: named_variable_index(cf, "upstream_addr")?,
+                status: named_variable_index(cf, "upstream_status")?,
+                connect_time: named_variable_index(cf, "upstream_connect_time")?,
+                response_time: named_variable_index(cf, "upstream_response_time")?,
+            };
+            Ok::<(), ()>(())
+        })();
+        if indexes.is_err() {
+            return NGX_CONF_ERROR;
+        }
+    }
 
     // SAFETY: inside upstream{}, cf->ctx is the upstream's context.
     let Some(uscf) = NgxHttpUpstreamModule::server_conf_mut(unsafe { &*cf }) else {
@@ -293,7 +376,9 @@ pub(crate) unsafe extern "C" fn set_route(
 }
 
 /// After the http block is parsed: add the shared zone (default size when only other
-/// directives are used) and install the preaccess handler of `ingress_lb_route`.
+/// directives are used); when an upstream uses `ingress_lb`, add the ewma statistics
+/// zone and install the log phase handler that reports timings; install the preaccess
+/// handler of `ingress_lb_route`.
 ///
 /// # Safety
 /// `cf` must be the valid configuration context of postconfiguration.
@@ -307,6 +392,28 @@ pub(crate) unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     mcf.shm_zone = unsafe { shared::add_zone(cf, size) };
     if mcf.shm_zone.is_null() {
         return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+
+    if mcf.balancer_used {
+        let size = if mcf.ewma_zone_size != 0 { mcf.ewma_zone_size } else { crate::ewma::DEFAULT_ZONE_SIZE };
+        // SAFETY: cf is valid during postconfiguration.
+        mcf.ewma_shm_zone = unsafe { crate::ewma::add_zone(cf, size) };
+        if mcf.ewma_shm_zone.is_null() {
+            return ngx::ffi::NGX_ERROR as ngx_int_t;
+        }
+
+        // SAFETY: inside http{}, the core module's main configuration exists.
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
+            return ngx::ffi::NGX_ERROR as ngx_int_t;
+        };
+        let handlers = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize].handlers;
+        // SAFETY: the phase handlers array is an ngx_array_t of ngx_http_handler_pt.
+        let h = unsafe { ngx_array_push(handlers) } as *mut ngx_http_handler_pt;
+        if h.is_null() {
+            return ngx::ffi::NGX_ERROR as ngx_int_t;
+        }
+        // SAFETY: h points to a fresh element of the array.
+        unsafe { *h = Some(crate::ewma::log_handler) };
     }
 
     if mcf.route_used {

@@ -12,6 +12,13 @@
 //!   endpoint on every try of a request ([`balancer`]).
 //! * `ingress_lb_route on | off | $variable;` (http, server, location) — the 503 check of
 //!   ingress-nginx's `balancer.rewrite()` for unknown backends ([`route`]).
+//! * `ingress_lb_ewma_zone SIZE;` (http) — the shared memory zone of the ewma
+//!   statistics every worker uses ([`ewma`]), with `$balancer_ewma_score`.
+//!
+//! Every algorithm of the core is served: the balancer fetches the request data a
+//! backend's algorithm needs (hash key: [`hashkey`]; cookie, host, location, user
+//! agent, TLS: [`reqdata`]) and applies what the core returns (`Set-Cookie`, the ewma
+//! score); the log phase reports attempt timings for ewma.
 //!
 //! Nothing may unwind into nginx: every callback runs inside [`util::guard`].
 
@@ -20,6 +27,9 @@
 mod api;
 mod balancer;
 mod conf;
+mod ewma;
+mod hashkey;
+mod reqdata;
 mod route;
 mod shared;
 mod util;
@@ -54,6 +64,11 @@ impl HttpModule for Module {
         // SAFETY: the module static is only written by nginx while it loads the module and
         // assigns indexes (single-threaded, before any request); here it is only read.
         unsafe { &*ptr::addr_of!(ngx_http_ingress_lb_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx calls preconfiguration with a valid configuration context.
+        unsafe { ewma::add_variables(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
@@ -91,7 +106,7 @@ unsafe impl HttpModuleLocationConf for Module {
 }
 
 static NGX_HTTP_INGRESS_LB_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
+    preconfiguration: Some(Module::preconfiguration),
     postconfiguration: Some(Module::postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
@@ -101,7 +116,7 @@ static NGX_HTTP_INGRESS_LB_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(conf::merge_loc_conf),
 };
 
-static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 5] = [
+static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("ingress_lb_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
@@ -131,6 +146,14 @@ static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 5] = [
         type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
         set: Some(conf::set_route),
         conf: NGX_HTTP_LOC_CONF_OFFSET as ngx::ffi::ngx_uint_t,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ingress_lb_ewma_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
+        set: Some(conf::set_ewma_zone),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET as ngx::ffi::ngx_uint_t,
         offset: 0,
         post: ptr::null_mut(),
     },
@@ -164,7 +187,7 @@ extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 
 /// Runs in every worker (or the single process): apply the configuration held by the
 /// shared zone, so a worker started by a reload or a respawn serves at once what the
-/// others serve.
+/// others serve, and keep the ewma statistics in the statistics zone.
 extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx passes the current, valid cycle.
     let log = unsafe { (*cycle).log };
@@ -177,6 +200,8 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             let _ = core();
             zone.sync(log);
         }
+        // SAFETY: the ewma zone pointer is null or the zone added for this cycle.
+        unsafe { ewma::init_process(mcf.ewma_shm_zone, log) };
         ngx::ffi::NGX_OK as ngx_int_t
     })
 }

@@ -129,36 +129,11 @@ unsafe fn zone_init_inner(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> n
         return ngx::ffi::NGX_ERROR as ngx_int_t;
     }
 
-    // SAFETY: ngx_pagesize(_shift) are set by nginx at startup.
-    let (page, shift) = unsafe { (ngx::ffi::ngx_pagesize, ngx::ffi::ngx_pagesize_shift) };
-    let (block, cap) = {
-        // SAFETY: the pool's mutex is initialised.
-        let _lock = unsafe { Locked::new(&mut (*pool).mutex) };
-        // SAFETY: we hold the pool lock.
-        let free_pages = unsafe { (*pool).pfree };
-        let mut cap = free_pages << shift;
-        let mut block = ptr::null_mut();
-        // Quiet the slab allocator's "no memory" message while probing for the largest block.
-        // SAFETY: we hold the pool lock.
-        let nomem = unsafe { (*pool).log_nomem() };
-        // SAFETY: we hold the pool lock.
-        unsafe { (*pool).set_log_nomem(0) };
-        while cap >= page {
-            // SAFETY: we hold the pool lock.
-            block = unsafe { ngx_slab_alloc_locked(pool, cap) } as *mut u8;
-            if !block.is_null() {
-                break;
-            }
-            cap -= page;
-        }
-        // SAFETY: we hold the pool lock.
-        unsafe { (*pool).set_log_nomem(nomem) };
-        (block, cap)
-    };
-    if block.is_null() {
+    // SAFETY: the pool is initialised and nothing else uses it yet.
+    let Some((block, cap)) = (unsafe { alloc_largest(pool) }) else {
         ngx_log_error!(NGX_LOG_EMERG, zone.shm.log, "ingress_lb: zone \"{}\" is too small", ZONE_NAME);
         return ngx::ffi::NGX_ERROR as ngx_int_t;
-    }
+    };
 
     // SAFETY: hdr is a fresh, suitably aligned slab allocation of size_of::<Shared>().
     unsafe {
@@ -167,6 +142,38 @@ unsafe fn zone_init_inner(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> n
     }
     zone.data = hdr.cast();
     ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// Allocate the largest block the slab pool can give (every page left free, or as
+/// many as fit): `(block, size)`, page aligned, or `None` when not even a page is free.
+///
+/// # Safety
+/// `pool` must be the initialised slab pool of a zone being initialised.
+pub(crate) unsafe fn alloc_largest(pool: *mut ngx_slab_pool_t) -> Option<(*mut u8, usize)> {
+    // SAFETY: ngx_pagesize(_shift) are set by nginx at startup.
+    let (page, shift) = unsafe { (ngx::ffi::ngx_pagesize, ngx::ffi::ngx_pagesize_shift) };
+    // SAFETY: the pool's mutex is initialised.
+    let _lock = unsafe { Locked::new(&mut (*pool).mutex) };
+    // SAFETY: we hold the pool lock.
+    let free_pages = unsafe { (*pool).pfree };
+    let mut cap = free_pages << shift;
+    let mut block = ptr::null_mut();
+    // Quiet the slab allocator's "no memory" message while probing for the largest block.
+    // SAFETY: we hold the pool lock.
+    let nomem = unsafe { (*pool).log_nomem() };
+    // SAFETY: we hold the pool lock.
+    unsafe { (*pool).set_log_nomem(0) };
+    while cap >= page {
+        // SAFETY: we hold the pool lock.
+        block = unsafe { ngx_slab_alloc_locked(pool, cap) } as *mut u8;
+        if !block.is_null() {
+            break;
+        }
+        cap -= page;
+    }
+    // SAFETY: we hold the pool lock.
+    unsafe { (*pool).set_log_nomem(nomem) };
+    (!block.is_null()).then_some((block, cap))
 }
 
 impl Zone {

@@ -1,0 +1,929 @@
+# nginx module, cookie affinity: sticky_balanced and sticky_persistent backends
+# (sessionAffinityConfig name "cookie"). Per request the module hands the core the
+# Cookie header(s), $host ("_" in a server whose $server_name is "_"),
+# $location_path (the location's name when the variable does not exist), the
+# User-Agent and whether the connection is TLS; it adds the Set-Cookie the core asks
+# for to the response (one per request: the latest attempt's pick decides).
+#
+# Stock formats: the cookie value is "<endpoint key>|<backend key>", the backend key
+# md5(md5(name) .. name); sticky_persistent's endpoint key is md5(name .. "ip:port"),
+# sticky_balanced's a random key mapped to an endpoint by resty.chash (T.chash_ring).
+# Attributes come in lua-resty-cookie's order (Expires, Max-Age, Domain, Path, Secure,
+# HttpOnly, SameSite). The lua module only drives the test.
+#
+#   TEST_NGINX_LOAD_MODULES="/usr/lib/nginx/modules/ndk_http_module.so \
+#       /usr/lib/nginx/modules/ngx_http_lua_module.so \
+#       $PWD/target/release/ngx_http_ingress_lb_module.so" \
+#     HARNESS_PERL_SWITCHES='-It/compat -MIngressLbFallback' prove t/module-sticky.t
+
+BEGIN {
+    # The module and the lua module (test driver only): TEST_NGINX_LOAD_MODULES, else
+    # Debian's lua modules and the module built in this tree.
+    my @mods = grep { length } split /\s+/, $ENV{TEST_NGINX_LOAD_MODULES} // '';
+    if (!grep { /ngx_http_lua_module/ } @mods) {
+        my @lua = map { "/usr/lib/nginx/modules/$_" } qw(ndk_http_module.so ngx_http_lua_module.so);
+        unshift @mods, @lua unless grep { !-f $_ } @lua;
+    }
+    if (!grep { /ngx_http_ingress_lb_module/ } @mods) {
+        require Cwd;
+        for my $so (map { Cwd::abs_path('.') . "/target/release/$_" }
+                    qw(ngx_http_ingress_lb_module.so libngx_http_ingress_lb_module.so)) {
+            if (-f $so) { push @mods, $so; last }
+        }
+    }
+    $ENV{TEST_NGINX_LOAD_MODULES} = CORE::join ' ', @mods;
+}
+
+use Test::Nginx::Socket;
+
+my $mods = $ENV{TEST_NGINX_LOAD_MODULES};
+if ($mods !~ /ngx_http_ingress_lb_module/) {
+    plan skip_all => 'set TEST_NGINX_LOAD_MODULES to the absolute path of ngx_http_ingress_lb_module.so';
+} elsif ($mods !~ /ngx_http_lua_module/) {
+    plan skip_all => 'the lua module (test driver only) is not available';
+}
+
+repeat_each(1);
+no_shuffle();
+no_long_string();
+log_level('info');
+our $HttpConfig = <<'_EOC_';
+    ingress_lb_zone 1m;
+
+    upstream upstream_balancer {
+        server 0.0.0.1; # placeholder
+        ingress_lb;
+    }
+
+    init_by_lua_block {
+        -- test helpers: the driver below only sends requests and counts (the same
+        -- helpers as the Lua front end's suites); every pick is the module's
+        local cjson = require("cjson")
+        T = {}
+        T.FRONT = $TEST_NGINX_RAND_PORT_5
+        T.PORTS = {
+            a = $TEST_NGINX_RAND_PORT_1, b = $TEST_NGINX_RAND_PORT_2,
+            c = $TEST_NGINX_RAND_PORT_3, d = $TEST_NGINX_RAND_PORT_7,
+            -- nothing listens on these
+            dead = $TEST_NGINX_RAND_PORT_4, dead2 = $TEST_NGINX_RAND_PORT_6,
+        }
+        T.LETTER = {}
+        for letter, port in pairs(T.PORTS) do
+            T.LETTER["127.0.0.1:" .. port] = letter
+        end
+
+        -- "127.0.0.1:port" of an endpoint, and the endpoint letter of such a text
+        function T.addr(which)
+            return "127.0.0.1:" .. T.PORTS[which]
+        end
+        function T.letter(addr)
+            return T.LETTER[addr] or addr
+        end
+
+        -- one HTTP/1.0 exchange with the ingress server (or `port`); status, body
+        -- without its trailing newline, and the headers: lower-case name -> list
+        -- of values
+        function T.request(method, path, headers, body, port, tls)
+            local sock = ngx.socket.tcp()
+            sock:settimeout(5000)
+            local ok, err = sock:connect("127.0.0.1", port or T.FRONT)
+            if not ok then
+                return nil, "connect: " .. tostring(err), {}
+            end
+            if tls then
+                ok, err = sock:sslhandshake(nil, "localhost", false)
+                if not ok then
+                    return nil, "tls: " .. tostring(err), {}
+                end
+            end
+            local req = { method, " ", path, " HTTP/1.0\r\n" }
+            local has_host = false
+            for k, v in pairs(headers or {}) do
+                if k:lower() == "host" then
+                    has_host = true
+                end
+                if type(v) == "table" then
+                    for _, one in ipairs(v) do
+                        req[#req + 1] = k .. ": " .. one .. "\r\n"
+                    end
+                else
+                    req[#req + 1] = k .. ": " .. v .. "\r\n"
+                end
+            end
+            if not has_host then
+                req[#req + 1] = "Host: localhost\r\n"
+            end
+            if body then
+                req[#req + 1] = "Content-Length: " .. #body .. "\r\n\r\n"
+                req[#req + 1] = body
+            else
+                req[#req + 1] = "\r\n"
+            end
+            ok, err = sock:send(req)
+            if not ok then
+                sock:close()
+                return nil, "send: " .. tostring(err), {}
+            end
+            local data
+            data, err = sock:receive("*a")
+            sock:close()
+            if not data then
+                return nil, "receive: " .. tostring(err), {}
+            end
+            local head, rest = data:match("^(.-)\r\n\r\n(.*)$")
+            if not head then
+                return nil, "malformed response: " .. data, {}
+            end
+            local hdrs = {}
+            for k, v in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
+                k = k:lower()
+                hdrs[k] = hdrs[k] or {}
+                table.insert(hdrs[k], v)
+            end
+            return tonumber(head:match("^HTTP/%d%.%d (%d+)")), (rest:gsub("\n$", "")), hdrs
+        end
+
+        -- GET `path` for backend `name` through the ingress server
+        function T.get(name, path, headers)
+            local h = { ["X-Backend"] = name }
+            for k, v in pairs(headers or {}) do
+                h[k] = v
+            end
+            return T.request("GET", path or "/", h)
+        end
+
+        -- the first value of a response header, or nil
+        function T.header(hdrs, name)
+            local list = hdrs[name:lower()]
+            return list and list[1]
+        end
+
+        -- the endpoints an answered request tried, as letters: "dead,a"
+        function T.tried(hdrs)
+            local out = {}
+            for peer in (T.header(hdrs, "X-Upstream-Addr") or ""):gmatch("[^,%s]+") do
+                out[#out + 1] = T.letter(peer)
+            end
+            return table.concat(out, ",")
+        end
+
+        function T.ep(which, address)
+            return { address = address or "127.0.0.1", port = T.PORTS[which] or which }
+        end
+
+        -- one backend as the controller serialises it. opts:
+        --   hash_by, subset, subset_size     upstreamHashByConfig
+        --   load_balance                     "load-balance"
+        --   affinity = { mode = "balanced"|"persistent", cookie = {...} }
+        --                                    sessionAffinityConfig (name "cookie")
+        function T.backend(name, endpoints, opts)
+            opts = opts or {}
+            local eps = {}
+            for i, ep in ipairs(endpoints) do
+                eps[i] = { address = ep.address, port = tostring(ep.port),
+                           target = { kind = "Pod", namespace = "default",
+                                      name = "pod-" .. i } }
+            end
+            local b = {
+                name = name,
+                service = { spec = { type = "ClusterIP", clusterIP = "10.96.0.10" } },
+                port = 80,
+                sslPassthrough = false,
+                endpoints = eps,
+                sessionAffinityConfig = { name = "", mode = "",
+                                          cookieSessionAffinity = { name = "" } },
+                upstreamHashByConfig = {
+                    ["upstream-hash-by"] = opts.hash_by,
+                    ["upstream-hash-by-subset"] = opts.subset,
+                    ["upstream-hash-by-subset-size"] = opts.subset_size or 3,
+                },
+                ["load-balance"] = opts.load_balance,
+                noServer = false,
+            }
+            if opts.affinity then
+                b.sessionAffinityConfig = {
+                    name = "cookie",
+                    mode = opts.affinity.mode or "balanced",
+                    cookieSessionAffinity = opts.affinity.cookie or { name = "INGRESSCOOKIE" },
+                }
+            end
+            return cjson.encode(b)
+        end
+
+        function T.doc(...)
+            return "[" .. table.concat({ ... }, ",") .. "]"
+        end
+
+        -- POST /configuration/backends; "status [body]"
+        function T.post(doc)
+            local status, body = T.request("POST", "/configuration/backends", nil, doc)
+            return tostring(status) .. " [" .. tostring(body) .. "]"
+        end
+
+        -- "a=2 b=3" from a table of counts
+        function T.counts(counts)
+            local keys = {}
+            for k in pairs(counts) do
+                keys[#keys + 1] = k
+            end
+            table.sort(keys)
+            for i, k in ipairs(keys) do
+                keys[i] = k .. "=" .. counts[k]
+            end
+            return table.concat(keys, " ")
+        end
+
+        -- Consistent hashing as lua-resty-balancer's resty.chash (v0.05, which stock
+        -- ingress-nginx uses): 160 points per node id; the first point's hash is
+        -- CRC32(id .. "\0\0\0\0"), each next one CRC32(id .. previous point's
+        -- hash as 4 bytes, little endian); a key goes to the first point whose hash
+        -- is not below CRC32(key), wrapping around to the first point. Checked
+        -- against the recorded reference decisions in t/lua-chash.t.
+        local bit = require("bit")
+        local band, bxor, rshift = bit.band, bit.bxor, bit.rshift
+        local crc_table = {}
+        for i = 0, 255 do
+            local c = i
+            for _ = 1, 8 do
+                if band(c, 1) ~= 0 then
+                    c = bxor(rshift(c, 1), 0xEDB88320)
+                else
+                    c = rshift(c, 1)
+                end
+            end
+            crc_table[i] = c
+        end
+        local TWO32 = 4294967296
+        function T.chash_ring(ids)
+            local points = {}
+            for _, id in ipairs(ids) do
+                -- the CRC32 state after the id, before the final inversion
+                local base = bxor(ngx.crc32_short(id), 0xffffffff)
+                local prev = 0
+                for _ = 1, 160 do
+                    local c = base
+                    for k = 0, 3 do
+                        local byte = band(rshift(prev, 8 * k), 0xff)
+                        c = bxor(crc_table[band(bxor(c, byte), 0xff)], rshift(c, 8))
+                    end
+                    local h = bxor(c, 0xffffffff) % TWO32
+                    points[#points + 1] = { h, id }
+                    prev = h
+                end
+            end
+            table.sort(points, function(x, y) return x[1] < y[1] end)
+            return function(key)
+                local h = ngx.crc32_short(key)
+                if h > points[#points][1] then
+                    return points[1][2]
+                end
+                local lo, hi = 1, #points
+                while lo < hi do
+                    local mid = math.floor((lo + hi) / 2)
+                    if points[mid][1] >= h then
+                        hi = mid
+                    else
+                        lo = mid + 1
+                    end
+                end
+                return points[lo][2]
+            end
+        end
+
+        -- an endpoint that sets a cookie of its own
+        T.PORTS.own = $TEST_NGINX_RAND_PORT_8
+        T.LETTER["127.0.0.1:" .. T.PORTS.own] = "own"
+
+        -- a cookie-affinity backend: mode "balanced" or "persistent", `cookie` the
+        -- cookieSessionAffinity object (default: name "route", locations for
+        -- "localhost" "/")
+        function T.sticky(name, letters, mode, cookie)
+            local eps = {}
+            for i, l in ipairs(letters) do
+                eps[i] = T.ep(l)
+            end
+            cookie = cookie or {}
+            if cookie.name == nil then
+                cookie.name = "route"
+            end
+            if cookie.locations == nil then
+                cookie.locations = { localhost = { "/" } }
+            end
+            return T.backend(name, eps, { affinity = { mode = mode, cookie = cookie } })
+        end
+
+        -- the second part of every cookie value of backend `name`
+        function T.backend_key(name)
+            return ngx.md5(ngx.md5(name) .. name)
+        end
+
+        -- a stock sticky_persistent cookie value naming endpoint `letter`
+        function T.persistent(name, letter)
+            return ngx.md5(name .. T.addr(letter)) .. "|" .. T.backend_key(name)
+        end
+
+        -- the Set-Cookie headers of a response (a list, maybe empty)
+        function T.set_cookies(hdrs)
+            return hdrs["set-cookie"] or {}
+        end
+
+        -- "name=value" of a Set-Cookie header: name, value, endpoint key
+        function T.cookie_parts(set_cookie)
+            local name, value = set_cookie:match("^([^=;]+)=([^;]*)")
+            return name, value, value and value:match("^([^|]*)")
+        end
+    }
+
+    # the endpoints
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a\n"; }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b\n"; }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; return 200 "c\n"; }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_7; return 200 "d\n"; }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_8;
+        add_header Set-Cookie "app=1; Path=/";
+        return 200 "own\n";
+    }
+
+    # the ingress server, wired like ingress-nginx's nginx.tmpl, with the module's
+    # directives in place of the Lua calls
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_5;
+
+        location / {
+            set $location_path "/";
+            set $balancer_ewma_score -1;
+            set $proxy_upstream_name $http_x_backend;
+            ingress_lb_route on;
+
+            proxy_connect_timeout 2s;
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_tries 3;
+
+            add_header X-Upstream-Addr $upstream_addr always;
+            add_header X-Worker-Pid $pid always;
+            add_header X-Ewma-Score $balancer_ewma_score always;
+
+            proxy_pass http://upstream_balancer;
+        }
+
+        # a prefix location: the cookie path when $location_path is not defined
+        # (blocks named "... without $location_path ...")
+        location /shop/ {
+            set $location_path "/";
+            set $proxy_upstream_name $http_x_backend;
+            ingress_lb_route on;
+            proxy_next_upstream error timeout;
+            add_header X-Upstream-Addr $upstream_addr always;
+            proxy_pass http://upstream_balancer;
+        }
+
+        location /configuration {
+            client_max_body_size 21m;
+            client_body_buffer_size 21m;
+            ingress_lb_configuration;
+        }
+    }
+
+    # a catch-all server: stock looks the cookie's `locations` up under "_"
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_9;
+        server_name _;
+        location / {
+            set $location_path "/";
+            set $proxy_upstream_name $http_x_backend;
+            ingress_lb_route on;
+            proxy_pass http://upstream_balancer;
+        }
+    }
+_EOC_
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    my $http = $HttpConfig;
+    # a block named "... without $location_path ..." gets an nginx.conf that does not
+    # define that variable
+    $http =~ s/^.*set \$location_path.*\n//mg if $block->name =~ /without \$location_path/;
+    $block->set_value("http_config", $http . ($block->http_config // ''));
+    $block->set_value("request", "GET /t") unless defined $block->request;
+    $block->set_value("timeout", 20) unless defined $block->timeout;
+});
+
+run_tests();
+
+Test::More::done_testing();
+
+__DATA__
+
+=== TEST 1: sticky_balanced: a new client gets one cookie; with it every request reaches the same endpoint and no cookie is re-sent
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            ngx.say(T.post(T.doc(T.sticky(name, { "a", "b", "c" }, "balanced"))))
+            local find = T.chash_ring({ T.addr("a"), T.addr("b"), T.addr("c") })
+            local bk = T.backend_key(name)
+            local status, body, hdrs = T.get(name, "/")
+            local sc = T.set_cookies(hdrs)
+            ngx.say("first: ", status, ", cookies: ", #sc)
+            local key = (sc[1] or ""):match("^route=(%x+)|") or ""
+            ngx.say("format: ", sc[1] == "route=" .. key .. "|" .. bk .. "; Path=/; HttpOnly")
+            ngx.say("key of 16 hex digits: ", #key == 16)
+            ngx.say("served by the key's endpoint (resty.chash): ", T.letter(find(key)) == body)
+            local same, resent = 0, 0
+            for _ = 1, 10 do
+                local s2, b2, h2 = T.get(name, "/", { Cookie = "route=" .. key .. "|" .. bk })
+                if s2 == 200 and b2 == body then
+                    same = same + 1
+                end
+                resent = resent + #T.set_cookies(h2)
+            end
+            ngx.say("with the cookie: same endpoint ", same, "/10, cookies sent: ", resent)
+            -- 30 sessions: each sticks to its endpoint, together they use all three
+            local used, n_used, sticking = {}, 0, 0
+            for _ = 1, 30 do
+                local _, b, h = T.get(name, "/")
+                local value = (T.set_cookies(h)[1] or ""):match("^route=([^;]*)")
+                if b and not used[b] then
+                    used[b] = true
+                    n_used = n_used + 1
+                end
+                local ok = value ~= nil
+                for _ = 1, 3 do
+                    local s3, b3, h3 = T.get(name, "/", { Cookie = "other=1; route=" .. tostring(value) })
+                    if s3 ~= 200 or b3 ~= b or #T.set_cookies(h3) ~= 0 then
+                        ok = false
+                    end
+                end
+                if ok then
+                    sticking = sticking + 1
+                end
+            end
+            ngx.say("sessions sticking: ", sticking, "/30, endpoints used: ", n_used)
+        }
+    }
+--- response_body
+201 []
+first: 200, cookies: 1
+format: true
+key of 16 hex digits: true
+served by the key's endpoint (resty.chash): true
+with the cookie: same endpoint 10/10, cookies sent: 0
+sessions sticking: 30/30, endpoints used: 3
+--- no_error_log
+[error]
+[alert]
+[warn]
+
+
+
+=== TEST 2: cookie attributes, header by header
+--- config
+    location = /t {
+        content_by_lua_block {
+            local full = { name = "sess", expires = "3600", maxage = "60", domain = "example.com",
+                           path = "/app", secure = true, samesite = "None",
+                           conditional_samesite_none = true }
+            ngx.say(T.post(T.doc(T.sticky("attrs", { "a" }, "persistent", full),
+                                 T.sticky("lax", { "a" }, "persistent", { samesite = "Lax" }),
+                                 T.sticky("strict", { "a" }, "persistent", { samesite = "Strict" }),
+                                 T.sticky("named", { "a" }, "persistent", { name = "INGRESSCOOKIE",
+                                                                           maxage = "0" }))))
+            local function show(name, ua)
+                local now = ngx.time()
+                local _, body, hdrs = T.get(name, "/", { ["User-Agent"] = ua })
+                local sc = T.set_cookies(hdrs)
+                local text = table.concat(sc, " | ")
+                text = text:gsub(T.persistent(name, "a"):gsub("%p", "%%%0"), "<a>")
+                -- Expires: ngx.cookie_time of now + expires (give or take a second)
+                local expires = text:match("; Expires=([^;]*)")
+                if expires then
+                    for d = -1, 1 do
+                        if expires == ngx.cookie_time(now + 3600 + d) then
+                            text = text:gsub("; Expires=[^;]*", "; Expires=<now+3600>")
+                        end
+                    end
+                end
+                ngx.say(name, " (", ua or "no user agent", "): ", body, ", ", #sc, ": ", text)
+            end
+            show("attrs", "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0 Safari/537.36")
+            -- SameSite=None is left out for clients known to mishandle it
+            show("attrs", "Mozilla/5.0 (X11; Linux x86_64) Chrome/51.0.2704.103 Safari/537.36")
+            show("attrs", "Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X) Safari/604.1")
+            show("attrs")
+            show("lax")
+            show("strict")
+            show("named")
+        }
+    }
+--- response_body
+201 []
+attrs (Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0 Safari/537.36): a, 1: sess=<a>; Expires=<now+3600>; Max-Age=60; Domain=example.com; Path=/app; Secure; HttpOnly; SameSite=None
+attrs (Mozilla/5.0 (X11; Linux x86_64) Chrome/51.0.2704.103 Safari/537.36): a, 1: sess=<a>; Expires=<now+3600>; Max-Age=60; Domain=example.com; Path=/app; Secure; HttpOnly
+attrs (Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X) Safari/604.1): a, 1: sess=<a>; Expires=<now+3600>; Max-Age=60; Domain=example.com; Path=/app; Secure; HttpOnly
+attrs (no user agent): a, 1: sess=<a>; Expires=<now+3600>; Max-Age=60; Domain=example.com; Path=/app; Secure; HttpOnly; SameSite=None
+lax (no user agent): a, 1: route=<a>; Path=/; HttpOnly; SameSite=Lax
+strict (no user agent): a, 1: route=<a>; Path=/; HttpOnly; SameSite=Strict
+named (no user agent): a, 1: INGRESSCOOKIE=<a>; Max-Age=0; Path=/; HttpOnly
+--- no_error_log
+[error]
+[alert]
+[warn]
+
+
+
+=== TEST 3: a new cookie is only set where `locations` lists the host ("_" in a catch-all server) and the location path
+--- config
+    location = /t {
+        content_by_lua_block {
+            ngx.say(T.post(T.doc(
+                T.sticky("web", { "a" }, "persistent"),
+                T.sticky("other-path", { "a" }, "persistent", { locations = { localhost = { "/api" } } }),
+                T.sticky("wild", { "a" }, "persistent", { locations = { ["*.example.com"] = { "/" } } }),
+                T.sticky("any", { "a" }, "persistent", { locations = { _ = { "/" } } }),
+                T.sticky("none", { "a" }, "persistent", { locations = {} }))))
+            local function show(label, name, host, port)
+                local status, body, hdrs = T.request("GET", "/", { ["X-Backend"] = name, Host = host },
+                                                     nil, port)
+                ngx.say(label, ": ", status, " ", body, ", cookies: ", #T.set_cookies(hdrs))
+            end
+            show("listed host", "web", "localhost")
+            show("other host", "web", "www.example.com")
+            show("path not listed", "other-path", "localhost")
+            show("wildcard host", "wild", "shop.example.com")
+            show("wildcard, bare domain", "wild", "example.com")
+            show("wildcard, deeper host", "wild", "a.shop.example.com")
+            show("\"_\" in the catch-all server", "any", "whatever.example", $TEST_NGINX_RAND_PORT_9)
+            show("\"_\" elsewhere", "any", "whatever.example")
+            show("no locations", "none", "localhost")
+        }
+    }
+--- response_body
+201 []
+listed host: 200 a, cookies: 1
+other host: 200 a, cookies: 0
+path not listed: 200 a, cookies: 0
+wildcard host: 200 a, cookies: 1
+wildcard, bare domain: 200 a, cookies: 0
+wildcard, deeper host: 200 a, cookies: 0
+"_" in the catch-all server: 200 a, cookies: 1
+"_" elsewhere: 200 a, cookies: 0
+no locations: 200 a, cookies: 0
+--- no_error_log
+[error]
+[alert]
+[warn]
+
+
+
+=== TEST 4: sticky_persistent: a stock-format cookie reaches its endpoint; a new client's cookie names the endpoint that served it
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            ngx.say(T.post(T.doc(T.sticky(name, { "a", "b", "c" }, "persistent"))))
+            for _, letter in ipairs({ "a", "b", "c" }) do
+                local ok, sent = 0, 0
+                for _ = 1, 5 do
+                    local status, body, hdrs = T.get(name, "/",
+                                                     { Cookie = "route=" .. T.persistent(name, letter) })
+                    if status == 200 and body == letter then
+                        ok = ok + 1
+                    end
+                    sent = sent + #T.set_cookies(hdrs)
+                end
+                ngx.say("cookie for ", letter, ": ", ok, "/5 there, cookies sent: ", sent)
+            end
+            local right, used, n_used = 0, {}, 0
+            for _ = 1, 30 do
+                local status, body, hdrs = T.get(name, "/")
+                local sc = T.set_cookies(hdrs)
+                if status == 200 and #sc == 1
+                   and sc[1] == "route=" .. T.persistent(name, body) .. "; Path=/; HttpOnly" then
+                    right = right + 1
+                end
+                if not used[body] then
+                    used[body] = true
+                    n_used = n_used + 1
+                end
+            end
+            ngx.say("new clients: cookie naming the endpoint: ", right, "/30, endpoints used: ", n_used)
+            -- an unknown or malformed cookie value: a new endpoint and a new cookie
+            for _, value in ipairs({ "route=garbage", "route=" .. string.rep("0", 32) .. "|x", "route=" }) do
+                local status, body, hdrs = T.get(name, "/", { Cookie = value })
+                local sc = T.set_cookies(hdrs)
+                ngx.say(value:sub(1, 12), ": ", status, ", new cookie for the endpoint: ",
+                        #sc == 1 and sc[1]:find(T.persistent(name, body), 1, true) ~= nil)
+            end
+        }
+    }
+--- response_body
+201 []
+cookie for a: 5/5 there, cookies sent: 0
+cookie for b: 5/5 there, cookies sent: 0
+cookie for c: 5/5 there, cookies sent: 0
+new clients: cookie naming the endpoint: 30/30, endpoints used: 3
+route=garbag: 200, new cookie for the endpoint: true
+route=000000: 200, new cookie for the endpoint: true
+route=: 200, new cookie for the endpoint: true
+--- no_error_log
+[error]
+[alert]
+[warn]
+
+
+
+=== TEST 5: an endpoint that vanished: persistent gets a new endpoint and a new cookie; balanced remaps its key, no new cookie
+--- config
+    location = /t {
+        content_by_lua_block {
+            local p, b = "default-persistent-80", "default-balanced-80"
+            local find3 = T.chash_ring({ T.addr("a"), T.addr("b"), T.addr("c") })
+            local find2 = T.chash_ring({ T.addr("a"), T.addr("b") })
+            local key
+            for i = 1, 200 do
+                if find3("k" .. i) == T.addr("c") then
+                    key = "k" .. i
+                    break
+                end
+            end
+            local balanced_cookie = "route=" .. key .. "|" .. T.backend_key(b)
+            local persistent_cookie = "route=" .. T.persistent(p, "c")
+            ngx.say(T.post(T.doc(T.sticky(p, { "a", "b", "c" }, "persistent"),
+                                 T.sticky(b, { "a", "b", "c" }, "balanced"))))
+            local _, body1 = T.get(p, "/", { Cookie = persistent_cookie })
+            local _, body2 = T.get(b, "/", { Cookie = balanced_cookie })
+            ngx.say("before: persistent ", body1, ", balanced ", body2)
+            ngx.say(T.post(T.doc(T.sticky(p, { "a", "b" }, "persistent"),
+                                 T.sticky(b, { "a", "b" }, "balanced"))))
+            local status, body, hdrs = T.get(p, "/", { Cookie = persistent_cookie })
+            local sc = T.set_cookies(hdrs)
+            ngx.say("persistent after: ", status, " ", body ~= "c", ", new cookie for it: ",
+                    #sc == 1 and sc[1] == "route=" .. T.persistent(p, body) .. "; Path=/; HttpOnly")
+            local again, sent = 0, 0
+            for _ = 1, 5 do
+                local s2, b2, h2 = T.get(p, "/", { Cookie = "route=" .. T.persistent(p, body) })
+                if s2 == 200 and b2 == body then
+                    again = again + 1
+                end
+                sent = sent + #T.set_cookies(h2)
+            end
+            ngx.say("  with the new cookie: ", again, "/5 there, cookies sent: ", sent)
+            status, body, hdrs = T.get(b, "/", { Cookie = balanced_cookie })
+            ngx.say("balanced after: ", status, " ", body == T.letter(find2(key)),
+                    ", cookies sent: ", #T.set_cookies(hdrs))
+        }
+    }
+--- response_body
+201 []
+before: persistent c, balanced c
+201 []
+persistent after: 200 true, new cookie for it: true
+  with the new cookie: 5/5 there, cookies sent: 0
+balanced after: 200 true, cookies sent: 0
+--- no_error_log
+[error]
+[alert]
+[warn]
+
+
+
+=== TEST 6: retries past a dead endpoint: one cookie per response, for the endpoint that answered; a client's cookie is kept unless change_on_failure
+--- config
+    location = /t {
+        content_by_lua_block {
+            local p, cof, b = "default-persistent-80", "default-cof-80", "default-balanced-80"
+            ngx.say(T.post(T.doc(T.sticky(p, { "dead", "a" }, "persistent"),
+                                 T.sticky(cof, { "dead", "a" }, "persistent", { change_on_failure = true }),
+                                 T.sticky(b, { "dead", "a", "b" }, "balanced"))))
+            -- new clients: when the first attempt went to the dead endpoint, the retry's
+            -- cookie replaces the first one
+            local right, via_dead = 0, 0
+            for _ = 1, 20 do
+                local status, body, hdrs = T.get(p, "/")
+                local sc = T.set_cookies(hdrs)
+                if status == 200 and body == "a" and #sc == 1
+                   and sc[1] == "route=" .. T.persistent(p, "a") .. "; Path=/; HttpOnly" then
+                    right = right + 1
+                end
+                if T.tried(hdrs) == "dead,a" then
+                    via_dead = via_dead + 1
+                end
+            end
+            ngx.say("new clients: one cookie, for a: ", right, "/20, some via the dead one: ", via_dead > 0)
+            -- a cookie naming the dead endpoint
+            local function with_dead_cookie(name, cookie)
+                local out = {}
+                for _ = 1, 3 do
+                    local status, body, hdrs = T.get(name, "/", { Cookie = cookie })
+                    local sc = T.set_cookies(hdrs)
+                    local text = sc[1] and sc[1]:gsub(T.persistent(name, "a"):gsub("%p", "%%%0"), "<a>")
+                    out[#out + 1] = status .. " " .. body .. " (" .. T.tried(hdrs) .. ") "
+                                    .. (text or "no cookie")
+                end
+                return table.concat(out, " / ")
+            end
+            ngx.say("kept: ", with_dead_cookie(p, "route=" .. T.persistent(p, "dead")))
+            ngx.say("change_on_failure: ", with_dead_cookie(cof, "route=" .. T.persistent(cof, "dead")))
+            -- balanced: a key on the dead endpoint is served by another one, same each time
+            local find = T.chash_ring({ T.addr("dead"), T.addr("a"), T.addr("b") })
+            local key
+            for i = 1, 200 do
+                if find("k" .. i) == T.addr("dead") then
+                    key = "k" .. i
+                    break
+                end
+            end
+            local seen, n, sent = {}, 0, 0
+            for _ = 1, 5 do
+                local status, body, hdrs = T.get(b, "/", { Cookie = "route=" .. key .. "|" .. T.backend_key(b) })
+                local k = status .. " " .. body .. " (" .. T.tried(hdrs) .. ")"
+                if not seen[k] then
+                    seen[k] = true
+                    n = n + 1
+                end
+                sent = sent + #T.set_cookies(hdrs)
+            end
+            ngx.say("balanced key on the dead endpoint: answers ", n, ", cookies sent: ", sent)
+        }
+    }
+--- response_body_like eval
+qr/^201 \[\]
+new clients: one cookie, for a: 20\/20, some via the dead one: true
+kept: 200 a \(dead,a\) no cookie \/ 200 a \(dead,a\) no cookie \/ 200 a \(dead,a\) no cookie
+change_on_failure: 200 a \(dead,a\) route=<a>; Path=\/; HttpOnly \/ 200 a \(dead,a\) route=<a>; Path=\/; HttpOnly \/ 200 a \(dead,a\) route=<a>; Path=\/; HttpOnly
+balanced key on the dead endpoint: answers 1, cookies sent: 0
+$/
+--- error_log
+Connection refused) while connecting to upstream
+--- no_error_log
+[alert]
+[crit]
+no live upstreams
+
+
+
+=== TEST 7: the endpoint's own Set-Cookie stays next to the affinity cookie
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-own-80"
+            ngx.say(T.post(T.doc(T.sticky(name, { "own" }, "persistent"),
+                                 T.sticky("default-retry-80", { "dead", "own" }, "persistent"))))
+            local mine = "route=" .. T.persistent(name, "own") .. "; Path=/; HttpOnly"
+            local _, body, hdrs = T.get(name, "/")
+            local sc = T.set_cookies(hdrs)
+            table.sort(sc)
+            ngx.say("new client: ", body, ", ", #sc, " cookies, ours: ", sc[2] == mine, ", its own: ", sc[1])
+            _, body, hdrs = T.get(name, "/", { Cookie = "route=" .. T.persistent(name, "own") })
+            ngx.say("with the cookie: ", body, ", cookies: ", table.concat(T.set_cookies(hdrs), " | "))
+            local right = 0
+            for _ = 1, 10 do
+                local status, b, h = T.get("default-retry-80", "/")
+                local list = T.set_cookies(h)
+                table.sort(list)
+                if status == 200 and b == "own" and #list == 2 and list[1] == "app=1; Path=/"
+                   and list[2] == "route=" .. T.persistent("default-retry-80", "own") .. "; Path=/; HttpOnly" then
+                    right = right + 1
+                end
+            end
+            ngx.say("with retries: its own and one affinity cookie: ", right, "/10")
+        }
+    }
+--- response_body
+201 []
+new client: own, 2 cookies, ours: true, its own: app=1; Path=/
+with the cookie: own, cookies: app=1; Path=/
+with retries: its own and one affinity cookie: 10/10
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 8: several Cookie headers are read as one (as $http_cookie joins them)
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            ngx.say(T.post(T.doc(T.sticky(name, { "a", "b", "c" }, "persistent"))))
+            local value = "route=" .. T.persistent(name, "b")
+            local cases = {
+                { "one header", value },
+                { "among others", "x=1; " .. value .. "; y=2" },
+                { "second header", { "x=1", value } },
+                { "third header", { "x=1", "y=2; z=3", value } },
+                { "last one wins", { "route=" .. T.persistent(name, "c"), value } },
+            }
+            for _, case in ipairs(cases) do
+                local ok, sent = 0, 0
+                for _ = 1, 4 do
+                    local status, body, hdrs = T.get(name, "/", { Cookie = case[2] })
+                    if status == 200 and body == "b" then
+                        ok = ok + 1
+                    end
+                    sent = sent + #T.set_cookies(hdrs)
+                end
+                ngx.say(case[1], ": ", ok, "/4 on b, cookies sent: ", sent)
+            end
+        }
+    }
+--- response_body
+201 []
+one header: 4/4 on b, cookies sent: 0
+among others: 4/4 on b, cookies sent: 0
+second header: 4/4 on b, cookies sent: 0
+third header: 4/4 on b, cookies sent: 0
+last one wins: 4/4 on b, cookies sent: 0
+--- no_error_log
+[error]
+[alert]
+[warn]
+
+
+
+=== TEST 9: over TLS the cookie is Secure without `secure` configured
+--- user_files
+>>> test.crt
+-----BEGIN CERTIFICATE-----
+MIIBfzCCASWgAwIBAgIUHWoX2MSSagDzK0826mthwO3tvbIwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMjA4MjYyNVoYDzIxMjYxMDI5
+MDgyNjI1WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAASPihKBtO3rNZYTpT+TGOFr+Fi9PpUsODnOK0D4R7bd/tnR7OGAyzQh
+LZePc4diSj2sRF6IoU20mSUJiESIOWG7o1MwUTAdBgNVHQ4EFgQUnNRooygqL5NB
+uQDns7wK38jvp9UwHwYDVR0jBBgwFoAUnNRooygqL5NBuQDns7wK38jvp9UwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA9OicT86ir0ljS2LSJCGV
+Nep7udU2iSXXqrqG7QgOCPwCIHDJPapqPxIUuDPfbArTRMZs9Ig0h7U7CPPS+jNc
+sWC3
+-----END CERTIFICATE-----
+>>> test.key
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgXRIYt2fQM23t4RbY
+w3sjLWggaaM2uoGAKrZ71aIlV1mhRANCAASPihKBtO3rNZYTpT+TGOFr+Fi9PpUs
+ODnOK0D4R7bd/tnR7OGAyzQhLZePc4diSj2sRF6IoU20mSUJiESIOWG7
+-----END PRIVATE KEY-----
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_10 ssl;
+        ssl_certificate ../html/test.crt;
+        ssl_certificate_key ../html/test.key;
+        location / {
+            set $location_path "/";
+            set $proxy_upstream_name $http_x_backend;
+            ingress_lb_route on;
+            proxy_pass http://upstream_balancer;
+        }
+    }
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            ngx.say(T.post(T.doc(T.sticky(name, { "a" }, "persistent"))))
+            local mine = "route=" .. T.persistent(name, "a")
+            local status, body, hdrs = T.request("GET", "/", { ["X-Backend"] = name }, nil,
+                                                 $TEST_NGINX_RAND_PORT_10, true)
+            ngx.say("https: ", status, " ", body, ", ",
+                    (table.concat(T.set_cookies(hdrs), " | "):gsub(mine:gsub("%p", "%%%0"), "route=<a>")))
+            status, body, hdrs = T.get(name, "/")
+            ngx.say("http: ", status, " ", body, ", ",
+                    (table.concat(T.set_cookies(hdrs), " | "):gsub(mine:gsub("%p", "%%%0"), "route=<a>")))
+        }
+    }
+--- response_body
+201 []
+https: 200 a, route=<a>; Path=/; Secure; HttpOnly
+http: 200 a, route=<a>; Path=/; HttpOnly
+--- no_error_log
+[error]
+[alert]
+[warn]
+
+
+
+=== TEST 10: without $location_path the cookie path is the name of the location
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-shop-80"
+            ngx.say(T.post(T.doc(T.sticky(name, { "a" }, "persistent",
+                                          { locations = { localhost = { "/shop/", "/" } } }),
+                                 T.sticky("root-only", { "a" }, "persistent"))))
+            local mine = "route=" .. T.persistent(name, "a")
+            for _, path in ipairs({ "/shop/item", "/item" }) do
+                local status, body, hdrs = T.get(name, path)
+                ngx.say(path, ": ", status, " ", body, ", ",
+                        (table.concat(T.set_cookies(hdrs), " | "):gsub(mine:gsub("%p", "%%%0"), "route=<a>")))
+            end
+            local status, body, hdrs = T.get("root-only", "/shop/item")
+            ngx.say("/shop/ not listed: ", status, " ", body, ", cookies: ", #T.set_cookies(hdrs))
+        }
+    }
+--- response_body
+201 []
+/shop/item: 200 a, route=<a>; Path=/shop/; HttpOnly
+/item: 200 a, route=<a>; Path=/; HttpOnly
+/shop/ not listed: 200 a, cookies: 0
+--- no_error_log
+[error]
+[alert]
+[warn]
