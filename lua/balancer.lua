@@ -108,9 +108,6 @@ local CTX_KEY = "ingress_lb_pick_ctx"
 -- the Set-Cookie value added by an earlier attempt of the request, in ngx.ctx
 local COOKIE_KEY = "ingress_lb_set_cookie"
 
--- cookie path and `locations` key when the location does not set $location_path
-local DEFAULT_LOCATION_PATH = "/"
-
 -- Like stock: never proxy to the controller's own status port on localhost.
 -- configuration.prohibited_localhost_port is set by nginx.tmpl in init_by_lua.
 local PROHIBITED_LOCALHOST_PORT
@@ -163,7 +160,7 @@ local function apply_document(document)
   local ok, err = core_apply(document)
   if ok then
     rejected_document = nil
-    -- what the core could not honour (e.g. an algorithm not implemented yet),
+    -- what the core could not honour (e.g. an unknown load-balance name),
     -- logged once per configuration change in each worker
     local generation = core.generation()
     if generation ~= warned_generation then
@@ -347,11 +344,8 @@ function _M.balance()
     else
       host = ngx_var.host
     end
+    -- nil or "" when the location does not set it: the core then uses "/"
     location_path = ngx_var.location_path
-    if not location_path or location_path == "" then
-      -- not set in this location (a declared variable reads as "")
-      location_path = DEFAULT_LOCATION_PATH
-    end
     user_agent = ngx_var.http_user_agent
     https = ngx_var.https == "on"
   end

@@ -263,7 +263,8 @@ impl CookieConfig {
             let dot = req.host.iter().position(|&b| b == b'.').filter(|&p| p > 0)?;
             self.wildcard_locations.get(&req.host[dot + 1..])
         });
-        paths.is_some_and(|paths| paths.iter().any(|p| **p == *req.location_path))
+        let location = location_path(req);
+        paths.is_some_and(|paths| paths.iter().any(|p| **p == *location))
     }
 
     /// The `Set-Cookie` header for endpoint key `key` in answer to `req`.
@@ -275,7 +276,7 @@ impl CookieConfig {
         crate::request::SetCookie {
             config: self,
             key,
-            location_path: req.location_path,
+            location_path: location_path(req),
             secure: self.secure || req.https,
             samesite,
             now: if req.now.is_finite() && req.now > 0.0 { req.now.floor() as i64 } else { 0 },
@@ -473,6 +474,16 @@ fn parse_seconds(text: &str) -> Option<i64> {
     text.parse().ok()
 }
 
+/// The request's location path; `/` when the front end has none (an nginx.conf that
+/// does not define `$location_path`), the same for both front ends.
+fn location_path<'a>(req: &Request<'a>) -> &'a [u8] {
+    if req.location_path.is_empty() {
+        b"/"
+    } else {
+        req.location_path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,3 +606,4 @@ mod tests {
         }
     }
 }
+

@@ -87,8 +87,9 @@ impl Core {
         self.current.load().doc.clone()
     }
 
-    /// Warnings about the configuration in force (an unknown `load-balance`, an
-    /// algorithm not implemented yet, a skipped ExternalName endpoint), one per line.
+    /// Warnings about the configuration in force (an unknown `load-balance`, a
+    /// skipped ExternalName endpoint, a dropped cookie attribute, a full ewma table),
+    /// one per line.
     pub fn warnings(&self) -> String {
         let snapshot = self.current.load();
         let mut out = String::new();
@@ -99,7 +100,7 @@ impl Core {
         if let Some(c) = self.stats_counters().filter(|c| c.full > 0) {
             out.push_str(&format!(
                 "ewma statistics table full: {} times an endpoint found no free slot ({} slots, sized for {} \
-                 endpoints); give it more slots\n",
+                 endpoints); enlarge it (Lua: configure{{ ewma_slots }}, module: ingress_lb_ewma_zone)\n",
                 c.full, c.capacity, c.limit
             ));
         }

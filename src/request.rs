@@ -17,7 +17,7 @@ pub struct Request<'a> {
     /// `$host`: the `locations` filter of cookie affinity.
     pub host: &'a [u8],
     /// The ingress location path (`$location_path` in ingress-nginx): the default
-    /// cookie path and the `locations` filter.
+    /// cookie path and the `locations` filter. Empty means `/`.
     pub location_path: &'a [u8],
     /// `User-Agent`: whether `SameSite=None` may be sent (`conditional_samesite_none`).
     pub user_agent: &'a [u8],
@@ -49,8 +49,10 @@ pub struct Picked<'a> {
 /// the configured attributes, in lua-resty-cookie's order (`Expires`, `Max-Age`,
 /// `Domain`, `Path`, `Secure`, `HttpOnly`, `SameSite`).
 ///
-/// On a retry the pick of the latest attempt that returned a cookie is the one to send
-/// (it replaces any earlier one of the same request).
+/// On a retry the latest attempt's pick decides: its cookie replaces any earlier one
+/// of the same request, and when it returns none an earlier attempt's cookie is
+/// withdrawn, so a response never carries a cookie for an endpoint that did not
+/// answer it.
 #[derive(Debug, Clone, Copy)]
 pub struct SetCookie<'a> {
     pub(crate) config: &'a crate::cookie::CookieConfig,

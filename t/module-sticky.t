@@ -900,7 +900,7 @@ http: 200 a, route=<a>; Path=/; HttpOnly
 
 
 
-=== TEST 10: without $location_path the cookie path is the name of the location
+=== TEST 10: without $location_path the cookie path and the locations filter use "/", as in the Lua front end
 --- config
     location = /t {
         content_by_lua_block {
@@ -915,14 +915,14 @@ http: 200 a, route=<a>; Path=/; HttpOnly
                         (table.concat(T.set_cookies(hdrs), " | "):gsub(mine:gsub("%p", "%%%0"), "route=<a>")))
             end
             local status, body, hdrs = T.get("root-only", "/shop/item")
-            ngx.say("/shop/ not listed: ", status, " ", body, ", cookies: ", #T.set_cookies(hdrs))
+            ngx.say("backend listing only \"/\", /shop/item: ", status, " ", body, ", cookies: ", #T.set_cookies(hdrs))
         }
     }
 --- response_body
 201 []
-/shop/item: 200 a, route=<a>; Path=/shop/; HttpOnly
+/shop/item: 200 a, route=<a>; Path=/; HttpOnly
 /item: 200 a, route=<a>; Path=/; HttpOnly
-/shop/ not listed: 200 a, cookies: 0
+backend listing only "/", /shop/item: 200 a, cookies: 1
 --- no_error_log
 [error]
 [alert]

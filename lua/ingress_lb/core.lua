@@ -157,8 +157,8 @@ ilb_result ilb_core_validate_backends(const ilb_core *core, const uint8_t *json,
                                       size_t json_len, char *err, size_t err_cap,
                                       size_t *err_len);
 
-/* Warnings about the configuration in force (an unknown load-balance name, an
- * algorithm not implemented yet, a skipped ExternalName endpoint), one per line,
+/* Warnings about the configuration in force (an unknown load-balance name, a
+ * skipped ExternalName endpoint, a full ewma statistics table), one per line,
  * written into buf truncated to buf_cap - 1 bytes and NUL-terminated; *len_out gets
  * the bytes written. Empty text when there is nothing to say. Not for the request
  * path: it allocates. */

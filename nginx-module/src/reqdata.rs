@@ -5,7 +5,6 @@
 use core::ptr;
 
 use ngx::ffi::{ngx_http_request_t, ngx_pnalloc, ngx_str_t};
-use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 
 use crate::hashkey;
 
@@ -128,7 +127,7 @@ pub(crate) unsafe fn host(r: *mut ngx_http_request_t) -> Option<ngx_str_t> {
 }
 
 /// `$location_path` (set per location by ingress-nginx's template) when the variable
-/// exists and is found; else the name of the location serving the request.
+/// exists and is found; else empty (the core then uses "/").
 ///
 /// # Safety
 /// `r` must be a valid request.
@@ -137,9 +136,9 @@ pub(crate) unsafe fn location_path(r: *mut ngx_http_request_t) -> Option<ngx_str
     if let Some(v) = unsafe { variable(r, b"location_path") }? {
         return Some(v);
     }
-    // SAFETY: r is valid.
-    let name = NgxHttpCoreModule::location_conf(unsafe { &*r }).map(|clcf| clcf.name);
-    Some(name.unwrap_or(EMPTY))
+    // Not defined in this configuration: empty, which the core reads as "/" (as the
+    // Lua front end does).
+    Some(EMPTY)
 }
 
 /// The `User-Agent` header (`$http_user_agent`: the first one), or empty.

@@ -99,36 +99,26 @@ impl AlgorithmKind {
 }
 
 impl Algorithm {
-    /// Build the algorithm state of a backend. Kinds not implemented yet fall back to
-    /// round robin, with a warning for the operator.
-    /// Invalid cookie-affinity attributes reject the backend.
+    /// Build the algorithm state of a backend. Invalid cookie-affinity attributes
+    /// reject the backend; lenient ones add a warning.
     pub(crate) fn build(
         kind: AlgorithmKind,
         endpoints: &[Endpoint],
         spec: &BackendSpec,
         warnings: &mut Vec<String>,
     ) -> Result<Self, crate::ConfigError> {
-        let name = &spec.name;
-        match kind {
-            AlgorithmKind::Chash => return Ok(Algorithm::Chash(Chash::new(endpoints))),
+        Ok(match kind {
+            AlgorithmKind::RoundRobin => Algorithm::RoundRobin(RoundRobin::new(endpoints.len())),
+            AlgorithmKind::Ewma => Algorithm::Ewma(Ewma::new(endpoints)),
+            AlgorithmKind::Chash => Algorithm::Chash(Chash::new(endpoints)),
             AlgorithmKind::ChashSubset => {
-                return Ok(Algorithm::ChashSubset(ChashSubset::new(endpoints, spec.upstream_hash_by.subset_size)))
+                Algorithm::ChashSubset(ChashSubset::new(endpoints, spec.upstream_hash_by.subset_size))
             }
-            AlgorithmKind::StickyBalanced => {
-                return Ok(Algorithm::StickyBalanced(StickyBalanced::new(endpoints, spec, warnings)?))
-            }
+            AlgorithmKind::StickyBalanced => Algorithm::StickyBalanced(StickyBalanced::new(endpoints, spec, warnings)?),
             AlgorithmKind::StickyPersistent => {
-                return Ok(Algorithm::StickyPersistent(StickyPersistent::new(endpoints, spec, warnings)?))
+                Algorithm::StickyPersistent(StickyPersistent::new(endpoints, spec, warnings)?)
             }
-            _ => {}
-        }
-        if kind == AlgorithmKind::Ewma {
-            return Ok(Algorithm::Ewma(Ewma::new(endpoints)));
-        }
-        if kind != AlgorithmKind::RoundRobin {
-            warnings.push(format!("backend \"{name}\": {} is not implemented yet, using round_robin", kind.name()));
-        }
-        Ok(Algorithm::RoundRobin(RoundRobin::new(endpoints.len())))
+        })
     }
 
     /// The endpoint to use for this attempt of the request, given the endpoints it

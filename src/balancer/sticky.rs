@@ -540,10 +540,11 @@ mod behaviour {
             set_cookie(&format!(r#"{loc},"maxage":"-1","samesite":"Lax""#), &shop()),
             format!("route={v}; Max-Age=-1; Path=/; HttpOnly; SameSite=Lax")
         );
-        // Without a location path (and none configured) there is no Path.
-        let no_path = r#""locations":{"h":[""]}"#;
+        // A front end without a location path ($location_path not defined) gets "/",
+        // for the `locations` filter and the Path alike.
+        let root = r#""locations":{"h":["/"]}"#;
         let req = Request { host: b"h", ..Request::EMPTY };
-        assert_eq!(set_cookie(no_path, &req), format!("route={v}; HttpOnly"));
+        assert_eq!(set_cookie(root, &req), format!("route={v}; Path=/; HttpOnly"));
     }
 
     #[test]
