@@ -49,12 +49,19 @@ cat <<MSG
 ingress-lb demo is running (logs under target/demo/*/logs):
   nginx + ingress-lb module    http://127.0.0.1:8080
   nginx + Lua front end        http://127.0.0.1:8081
-  backend "default-demo-80": 127.0.0.1:9101, :9102, :9103 and :9199 (nothing listens
-  there: requests that land on it are retried on another pod)
+  backend "default-demo-80" (round robin): 127.0.0.1:9101, :9102, :9103 and :9199
+  (nothing listens there: requests that land on it are retried on another pod);
+  default-demo-chash-80, default-demo-ewma-80, default-demo-sticky-80 on the three
+  pods, chosen with the X-Backend header
 
 Try:
   for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:8080/hello; done
   for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:8081/hello; done
+  for u in /a /b /c /a /b /c; do curl -s -H 'X-Backend: default-demo-chash-80' http://127.0.0.1:8080\$u; done
+                                                                    # chash by \$request_uri: same URI, same pod
+  curl -si -H 'X-Backend: default-demo-sticky-80' http://127.0.0.1:8081/ | grep -i set-cookie
+                                                                    # sticky: send that cookie back, stay on the pod
+  for i in 1 2 3; do curl -si -H 'X-Backend: default-demo-ewma-80' http://127.0.0.1:8080/ | grep -i x-ewma; done
   curl -s http://127.0.0.1:8080/configuration/backends            # the configuration in force
   curl -si -H 'X-Backend: nope' http://127.0.0.1:8080/              # unknown backend: 503
   curl -si --data-binary '[{"name":"x","endpoints":[{"address":"10.0.0.1","port":"0"}]}]' \\
