@@ -3,256 +3,23 @@
 #
 #   PERL5OPT='-It/compat -MIngressLbFallback' prove t/lua-*.t
 #
-# Environment (defaults below when unset): TEST_NGINX_BINARY, TEST_NGINX_LOAD_MODULES,
-# TEST_NGINX_ILB_LUA_DIR (absolute path of lua/), TEST_NGINX_ILB_LIB (absolute path
-# of libingress_lb.so).
+# Environment (defaults in t/IngressLbTest.pm when unset): TEST_NGINX_BINARY,
+# TEST_NGINX_LOAD_MODULES, TEST_NGINX_ILB_LUA_DIR (absolute path of lua/),
+# TEST_NGINX_ILB_LIB (absolute path of libingress_lb.so), TEST_NGINX_ILB_TEST_LIB
+# (absolute path of t/lib/, the test helpers).
 
-BEGIN {
-    require File::Basename;
-    require File::Spec;
-    my $root = File::Spec->rel2abs(File::Spec->catdir(File::Basename::dirname(__FILE__), '..'));
-    $ENV{TEST_NGINX_ILB_LUA_DIR} ||= "$root/lua";
-    $ENV{TEST_NGINX_ILB_LIB} ||= "$root/target/release/libingress_lb.so";
-    $ENV{TEST_NGINX_LOAD_MODULES} ||= '/usr/lib/nginx/modules/ndk_http_module.so'
-        . ' /usr/lib/nginx/modules/ngx_http_lua_module.so';
-}
-
+use lib '.';
+use t::IngressLbTest 'lua';
 use Test::Nginx::Socket 'no_plan';
 
-repeat_each(1);
-no_shuffle();
-no_long_string();
-log_level('info');
-# Shared by every block: the shared dicts, init_by_lua/init_worker_by_lua, the
+# Shared by every block (t/IngressLbTest.pm): the shared dicts, init_by_lua (with
+# the test helpers T of t/lib/ilb_test.lua)/init_worker_by_lua, the
 # upstream_balancer upstream, three endpoints ("a", "b", "c") and the ingress
-# server (proxy location and /configuration), wired like ingress-nginx's
+# server (proxy location and /configuration, whose small client_body_buffer_size
+# makes larger documents go through a temporary file), wired like ingress-nginx's
 # nginx.tmpl. The blocks' own http_config is appended.
-our $HttpConfig = <<'_EOC_';
-    lua_package_path "$TEST_NGINX_ILB_LUA_DIR/?.lua;/usr/share/lua/5.1/?.lua;;";
-
-    # as ingress-nginx's nginx.tmpl declares them
-    lua_shared_dict configuration_data 20m;
-    lua_shared_dict certificate_data 20m;
-    lua_shared_dict certificate_servers 5m;
-    lua_shared_dict ocsp_response_cache 5m;
-    log_subrequest on;
-
-    init_by_lua_block {
-        local core = require("ingress_lb.core")
-        core.configure{ library = "$TEST_NGINX_ILB_LIB" }
-        assert(core.load())
-
-        configuration = require("configuration")
-        balancer = require("balancer")
-
-        -- test helpers: the driver below only sends requests and counts
-        T = {}
-        T.FRONT = $TEST_NGINX_RAND_PORT_5
-        T.PORTS = {
-            a = $TEST_NGINX_RAND_PORT_1, b = $TEST_NGINX_RAND_PORT_2,
-            c = $TEST_NGINX_RAND_PORT_3,
-            -- nothing listens on these
-            dead = $TEST_NGINX_RAND_PORT_4, dead2 = $TEST_NGINX_RAND_PORT_6,
-        }
-
-        -- one HTTP/1.0 exchange with the ingress server; status, body, headers
-        function T.request(method, path, body, headers)
-            local sock = ngx.socket.tcp()
-            sock:settimeout(5000)
-            local ok, err = sock:connect("127.0.0.1", T.FRONT)
-            if not ok then
-                return nil, "connect: " .. tostring(err)
-            end
-            local req = { method, " ", path, " HTTP/1.0\r\nHost: localhost\r\n" }
-            for k, v in pairs(headers or {}) do
-                req[#req + 1] = k .. ": " .. v .. "\r\n"
-            end
-            if body then
-                req[#req + 1] = "Content-Length: " .. #body .. "\r\n\r\n"
-                req[#req + 1] = body
-            else
-                req[#req + 1] = "\r\n"
-            end
-            ok, err = sock:send(req)
-            if not ok then
-                sock:close()
-                return nil, "send: " .. tostring(err)
-            end
-            local data
-            data, err = sock:receive("*a")
-            sock:close()
-            if not data then
-                return nil, "receive: " .. tostring(err)
-            end
-            local head, rest = data:match("^(.-)\r\n\r\n(.*)$")
-            if not head then
-                return nil, "malformed response: " .. data
-            end
-            local hdrs = {}
-            for k, v in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
-                hdrs[k:lower()] = v
-            end
-            return tonumber(head:match("^HTTP/%d%.%d (%d+)")), rest, hdrs
-        end
-
-        function T.ep(which, address)
-            return { address = address or "127.0.0.1", port = T.PORTS[which] }
-        end
-
-        -- one backend as the controller serialises it
-        function T.backend(name, endpoints)
-            local eps = {}
-            for i, ep in ipairs(endpoints) do
-                eps[i] = string.format('{"address":"%s","port":"%s",'
-                    .. '"target":{"kind":"Pod","namespace":"default","name":"pod-%d"}}',
-                    ep.address, tostring(ep.port), i)
-            end
-            return string.format('{"name":"%s","service":{"metadata":'
-                .. '{"creationTimestamp":null},"spec":{"ports":[{"name":"http",'
-                .. '"protocol":"TCP","port":80,"targetPort":8080}],'
-                .. '"clusterIP":"10.96.0.10","type":"ClusterIP"},'
-                .. '"status":{"loadBalancer":{}}},"port":80,"sslPassthrough":false,'
-                .. '"endpoints":[%s],"sessionAffinityConfig":{"name":"","mode":"",'
-                .. '"cookieSessionAffinity":{"name":""}},"upstreamHashByConfig":'
-                .. '{"upstream-hash-by-subset-size":3},"noServer":false,'
-                .. '"trafficShapingPolicy":{"weight":0,"weightTotal":0,"header":"",'
-                .. '"headerValue":"","headerPattern":"","cookie":""}}',
-                name, table.concat(eps, ","))
-        end
-
-        function T.doc(...)
-            return "[" .. table.concat({ ... }, ",") .. "]"
-        end
-
-        -- POST /configuration/backends; "status [body]"
-        function T.post(doc)
-            local status, body = T.request("POST", "/configuration/backends", doc)
-            return tostring(status) .. " [" .. tostring(body) .. "]"
-        end
-
-        -- n requests for backend `name`: "a=2 b=2 status503=1" (response bodies,
-        -- or statuses), the number of distinct workers that answered, and the
-        -- number of requests in which one peer was tried twice
-        function T.stats(n, name)
-            local counts, pids, repeated = {}, {}, 0
-            for _ = 1, n do
-                local status, body, hdrs = T.request("GET", "/", nil, { ["X-Backend"] = name })
-                local key
-                if status == 200 then
-                    key = (body:gsub("\n$", ""))
-                else
-                    key = "status" .. tostring(status or body)
-                end
-                counts[key] = (counts[key] or 0) + 1
-                if hdrs then
-                    if hdrs["x-worker-pid"] then
-                        pids[hdrs["x-worker-pid"]] = true
-                    end
-                    local seen = {}
-                    for peer in (hdrs["x-upstream-addr"] or ""):gmatch("[^,%s]+") do
-                        if seen[peer] then
-                            repeated = repeated + 1
-                            break
-                        end
-                        seen[peer] = true
-                    end
-                end
-            end
-            local keys = {}
-            for k in pairs(counts) do
-                keys[#keys + 1] = k
-            end
-            table.sort(keys)
-            for i, k in ipairs(keys) do
-                keys[i] = k .. "=" .. counts[k]
-            end
-            local workers = 0
-            for _ in pairs(pids) do
-                workers = workers + 1
-            end
-            return table.concat(keys, " "), workers, repeated
-        end
-
-        function T.count(n, name)
-            return (T.stats(n, name))
-        end
-
-        -- this worker's core: "generation=N free_ctx=N created_ctx=N"
-        function T.state()
-            local _, body = T.request("GET", "/ilb-state")
-            return (tostring(body):gsub("\n$", ""))
-        end
-    }
-
-    init_worker_by_lua_block {
-        balancer.init_worker()
-    }
-
-    upstream upstream_balancer {
-        server 0.0.0.1; # placeholder
-
-        balancer_by_lua_block {
-            balancer.balance()
-        }
-    }
-
-    # the endpoints
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; return 200 "c\n"; }
-
-    # the ingress server, wired like ingress-nginx's nginx.tmpl
-    server {
-        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_5;
-
-        location / {
-            set $proxy_upstream_name $http_x_backend;
-
-            rewrite_by_lua_block {
-                balancer.rewrite()
-            }
-
-            proxy_connect_timeout 2s;
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_tries 3;
-
-            add_header X-Upstream-Addr $upstream_addr always;
-            add_header X-Worker-Pid $pid always;
-
-            proxy_pass http://upstream_balancer;
-
-            log_by_lua_block {
-                balancer.log()
-            }
-        }
-
-        location /configuration {
-            # small, so that larger documents go through a temporary file
-            client_body_buffer_size 8k;
-            client_max_body_size 21m;
-
-            content_by_lua_block {
-                configuration.call()
-            }
-        }
-
-        location = /ilb-state {
-            content_by_lua_block {
-                local core = require("ingress_lb.core")
-                local free, created = core.free_ctx_count()
-                ngx.say("generation=", core.generation(), " free_ctx=", free,
-                        " created_ctx=", created)
-            }
-        }
-    }
-_EOC_
-
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value("http_config", $HttpConfig . ($block->http_config // ''));
-    $block->set_value("request", "GET /t") unless defined $block->request;
-    $block->set_value("timeout", 10) unless defined $block->timeout;
-});
+ilb_setup(http_config => lua_http_config(endpoints => [qw(a b c)], config_body_buffer => '8k'),
+          request => 'GET /t', timeout => 10);
 
 run_tests();
 
@@ -262,9 +29,9 @@ __DATA__
 --- config
     location = /t {
         content_by_lua_block {
-            local doc = T.doc(T.backend("default-web-80", { T.ep("a"), T.ep("b") }))
-            ngx.say("post: ", T.post(doc))
-            local status, body = T.request("GET", "/configuration/backends")
+            local doc = T.doc(T.full_backend("default-web-80", { T.ep("a"), T.ep("b") }))
+            ngx.say("post: ", T.post_raw(doc))
+            local status, body = T.request_raw("GET", "/configuration/backends")
             ngx.say("get: ", status, " ", body == doc)
             ngx.say("generation counter: ", configuration.get_backends_generation())
             ngx.say("timestamp set: ", configuration.get_raw_backends_last_synced_at() > 1)
@@ -287,12 +54,12 @@ timestamp set: true
     location = /t {
         content_by_lua_block {
             local name = "default-web-80"
-            local doc = T.doc(T.backend(name, { T.ep("a") }))
-            ngx.say("post: ", T.post(doc))
-            local result = T.post('[{"name":"default-web-80","endpoints":[')
+            local doc = T.doc(T.full_backend(name, { T.ep("a") }))
+            ngx.say("post: ", T.post_raw(doc))
+            local result = T.post_raw('[{"name":"default-web-80","endpoints":[')
             ngx.say(result:match("^400 %[invalid JSON: .+%]$") and "bad: 400 invalid JSON"
                     or ("bad: unexpected " .. result))
-            local _, stored = T.request("GET", "/configuration/backends")
+            local _, stored = T.request_raw("GET", "/configuration/backends")
             ngx.say("stored unchanged: ", stored == doc)
             ngx.say("generation counter: ", configuration.get_backends_generation())
             ngx.sleep(0.6)  -- more than one sync interval
@@ -318,16 +85,16 @@ dynamic-configuration: backends rejected: invalid JSON
     location = /t {
         content_by_lua_block {
             local name = "default-web-80"
-            ngx.say("post: ", T.post(T.doc(T.backend(name, { T.ep("a") }))))
+            ngx.say("post: ", T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
             local docs = {
-                port = T.doc(T.backend(name, { { address = "127.0.0.1", port = "http" } })),
-                address = T.doc(T.backend(name, { { address = "not-an-ip", port = 80 } })),
+                port = T.doc(T.full_backend(name, { { address = "127.0.0.1", port = "http" } })),
+                address = T.doc(T.full_backend(name, { { address = "not-an-ip", port = 80 } })),
                 endpoints = '[{"name":"default-web-80","endpoints":"127.0.0.1:80"}]',
                 name = '[{"name":42,"endpoints":[]}]',
                 toplevel = '{"name":"default-web-80"}',
             }
             for _, field in ipairs({ "port", "address", "endpoints", "name", "toplevel" }) do
-                ngx.say(field, ": ", T.post(docs[field]))
+                ngx.say(field, ": ", T.post_raw(docs[field]))
             end
             ngx.say("generation counter: ", configuration.get_backends_generation())
             ngx.say("serving: ", T.count(2, name))
@@ -352,7 +119,7 @@ serving: a=2
 --- config
     location = /t {
         content_by_lua_block {
-            ngx.say(T.post(""))
+            ngx.say(T.post_raw(""))
             ngx.say("stored: ", tostring(configuration.get_backends_data()))
         }
     }
@@ -369,7 +136,7 @@ dynamic-configuration: unable to read valid request body
     location = /t {
         content_by_lua_block {
             local function show(method, path)
-                local status, body = T.request(method, path, method == "PUT" and "[]" or nil)
+                local status, body = T.request_raw(method, path, method == "PUT" and "[]" or nil)
                 ngx.say(method, " ", path, ": ", status, " [", body, "]")
             end
             show("PUT", "/configuration/backends")
@@ -396,9 +163,9 @@ GET /configuration/certs: 400 [Hostname must be specified.]
     location = /t {
         content_by_lua_block {
             local general = '{"controllerPodsCount":2}'
-            local status, body = T.request("POST", "/configuration/general", general)
+            local status, body = T.request_raw("POST", "/configuration/general", general)
             ngx.say("post: ", status, " [", body, "]")
-            status, body = T.request("GET", "/configuration/general")
+            status, body = T.request_raw("GET", "/configuration/general")
             ngx.say("get: ", status, " [", body, "]")
         }
     }
@@ -420,15 +187,15 @@ get: 200 [{"controllerPodsCount":2}]
             ngx.shared.certificate_servers:set("old.example.com", "uid-0")
             ngx.shared.ocsp_response_cache:set("uid-1", "stale")
             ngx.shared.certificate_data:set("uid-1", "PEM-0")
-            local status, body = T.request("POST", "/configuration/servers", servers)
+            local status, body = T.request_raw("POST", "/configuration/servers", servers)
             ngx.say("post: ", status, " [", body, "]")
-            status, body = T.request("GET", "/configuration/certs?hostname=example.com")
+            status, body = T.request_raw("GET", "/configuration/certs?hostname=example.com")
             ngx.say("example.com: ", status, " [", body, "]")
-            status, body = T.request("GET", "/configuration/certs?hostname=old.example.com")
+            status, body = T.request_raw("GET", "/configuration/certs?hostname=old.example.com")
             ngx.say("old.example.com: ", status, " [", body, "]")
             ngx.say("ocsp cache of the renewed certificate: ",
                     tostring(ngx.shared.ocsp_response_cache:get("uid-1")))
-            status, body = T.request("POST", "/configuration/servers", "{not json")
+            status, body = T.request_raw("POST", "/configuration/servers", "{not json")
             ngx.say("bad: ", status, " [", body, "]")
         }
     }
@@ -449,13 +216,13 @@ could not parse configuration
         content_by_lua_block {
             local backends = {}
             for i = 1, 200 do
-                backends[i] = T.backend("default-svc" .. i .. "-80", { T.ep("a"), T.ep("b") })
+                backends[i] = T.full_backend("default-svc" .. i .. "-80", { T.ep("a"), T.ep("b") })
             end
-            backends[201] = T.backend("default-web-80", { T.ep("c") })
+            backends[201] = T.full_backend("default-web-80", { T.ep("c") })
             local doc = T.doc(unpack(backends))
             ngx.say("size > 64k: ", #doc > 65536)
-            ngx.say("post: ", T.post(doc))
-            local _, stored = T.request("GET", "/configuration/backends")
+            ngx.say("post: ", T.post_raw(doc))
+            local _, stored = T.request_raw("GET", "/configuration/backends")
             ngx.say("stored: ", stored == doc)
             ngx.say("web: ", T.count(2, "default-web-80"))
             ngx.say("svc200: ", T.count(2, "default-svc200-80"))
@@ -487,20 +254,20 @@ a client request body is buffered to a temporary file
             -- what stock's handle_backends() stores for one POST
             ngx.update_time()
             local ts = ngx.time()
-            dict:set("backends", T.doc(T.backend(name, { T.ep("a") })))
+            dict:set("backends", T.doc(T.full_backend(name, { T.ep("a") })))
             dict:set("raw_backends_last_synced_at", ts)
             ngx.sleep(0.5)
             ngx.say("first: ", T.count(3, name))
 
             -- a second POST in the same second: same timestamp
-            dict:set("backends", T.doc(T.backend(name, { T.ep("b") })))
+            dict:set("backends", T.doc(T.full_backend(name, { T.ep("b") })))
             dict:set("raw_backends_last_synced_at", ts)
             ngx.sleep(1.0)
             ngx.say("second: ", T.count(3, name))
 
             -- long after: a later timestamp is seen as well
             ngx.sleep(1.5)
-            dict:set("backends", T.doc(T.backend(name, { T.ep("c") })))
+            dict:set("backends", T.doc(T.full_backend(name, { T.ep("c") })))
             dict:set("raw_backends_last_synced_at", ts + 1)
             ngx.sleep(0.5)
             ngx.say("third: ", T.count(3, name))
@@ -527,11 +294,11 @@ counter: nil
             ngx.sleep(2.2)
             ngx.update_time()
             local ts = ngx.time()
-            dict:set("backends", T.doc(T.backend(name, { T.ep("a") })))
+            dict:set("backends", T.doc(T.full_backend(name, { T.ep("a") })))
             dict:set("backends_last_synced_at", ts)
             ngx.sleep(0.5)
             ngx.say("first: ", T.count(2, name))
-            dict:set("backends", T.doc(T.backend(name, { T.ep("c") })))
+            dict:set("backends", T.doc(T.full_backend(name, { T.ep("c") })))
             dict:set("backends_last_synced_at", ts)
             ngx.sleep(1.0)
             ngx.say("second: ", T.count(2, name))
@@ -552,7 +319,7 @@ second: c=2
         content_by_lua_block {
             local dict = ngx.shared.configuration_data
             local name = "default-web-80"
-            ngx.say("post: ", T.post(T.doc(T.backend(name, { T.ep("a") }))))
+            ngx.say("post: ", T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
             -- written behind configuration.lua's back
             dict:set("backends", '[{"name":"default-web-80","endpoints":[{"address":"x"}]}]')
             dict:incr("backends_generation", 1)
@@ -579,7 +346,7 @@ could not apply backends data, the previous configuration stays in force: backen
             local dict = ngx.shared.configuration_data
             local name = "default-web-80"
             ngx.sleep(2.2)
-            dict:set("backends", T.doc(T.backend(name, { T.ep("b") })))
+            dict:set("backends", T.doc(T.full_backend(name, { T.ep("b") })))
             dict:set("raw_backends_last_synced_at", 1000)
             ngx.sleep(0.5)
             ngx.say("first: ", T.count(2, name))
@@ -606,8 +373,8 @@ could not apply backends data
     location = /t {
         content_by_lua_block {
             local name = "default-web-80"
-            ngx.say(T.post(T.doc(T.backend(name, { T.ep("a") }))))
-            ngx.say(T.post(T.doc(T.backend(name, { T.ep("b") }))))
+            ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
+            ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("b") }))))
             ngx.say("counter: ", configuration.get_backends_generation())
             ngx.say(T.count(2, name))
             ngx.sleep(0.6)

@@ -3,256 +3,23 @@
 #
 #   PERL5OPT='-It/compat -MIngressLbFallback' prove t/lua-*.t
 #
-# Environment (defaults below when unset): TEST_NGINX_BINARY, TEST_NGINX_LOAD_MODULES,
-# TEST_NGINX_ILB_LUA_DIR (absolute path of lua/), TEST_NGINX_ILB_LIB (absolute path
-# of libingress_lb.so).
+# Environment (defaults in t/IngressLbTest.pm when unset): TEST_NGINX_BINARY,
+# TEST_NGINX_LOAD_MODULES, TEST_NGINX_ILB_LUA_DIR (absolute path of lua/),
+# TEST_NGINX_ILB_LIB (absolute path of libingress_lb.so), TEST_NGINX_ILB_TEST_LIB
+# (absolute path of t/lib/, the test helpers).
 
-BEGIN {
-    require File::Basename;
-    require File::Spec;
-    my $root = File::Spec->rel2abs(File::Spec->catdir(File::Basename::dirname(__FILE__), '..'));
-    $ENV{TEST_NGINX_ILB_LUA_DIR} ||= "$root/lua";
-    $ENV{TEST_NGINX_ILB_LIB} ||= "$root/target/release/libingress_lb.so";
-    $ENV{TEST_NGINX_LOAD_MODULES} ||= '/usr/lib/nginx/modules/ndk_http_module.so'
-        . ' /usr/lib/nginx/modules/ngx_http_lua_module.so';
-}
-
+use lib '.';
+use t::IngressLbTest 'lua';
 use Test::Nginx::Socket 'no_plan';
 
-repeat_each(1);
-no_shuffle();
-no_long_string();
-log_level('info');
-# Shared by every block: the shared dicts, init_by_lua/init_worker_by_lua, the
+# Shared by every block (t/IngressLbTest.pm): the shared dicts, init_by_lua (with
+# the test helpers T of t/lib/ilb_test.lua)/init_worker_by_lua, the
 # upstream_balancer upstream, three endpoints ("a", "b", "c") and the ingress
-# server (proxy location and /configuration), wired like ingress-nginx's
+# server (proxy location and /configuration, whose small client_body_buffer_size
+# makes larger documents go through a temporary file), wired like ingress-nginx's
 # nginx.tmpl. The blocks' own http_config is appended.
-our $HttpConfig = <<'_EOC_';
-    lua_package_path "$TEST_NGINX_ILB_LUA_DIR/?.lua;/usr/share/lua/5.1/?.lua;;";
-
-    # as ingress-nginx's nginx.tmpl declares them
-    lua_shared_dict configuration_data 20m;
-    lua_shared_dict certificate_data 20m;
-    lua_shared_dict certificate_servers 5m;
-    lua_shared_dict ocsp_response_cache 5m;
-    log_subrequest on;
-
-    init_by_lua_block {
-        local core = require("ingress_lb.core")
-        core.configure{ library = "$TEST_NGINX_ILB_LIB" }
-        assert(core.load())
-
-        configuration = require("configuration")
-        balancer = require("balancer")
-
-        -- test helpers: the driver below only sends requests and counts
-        T = {}
-        T.FRONT = $TEST_NGINX_RAND_PORT_5
-        T.PORTS = {
-            a = $TEST_NGINX_RAND_PORT_1, b = $TEST_NGINX_RAND_PORT_2,
-            c = $TEST_NGINX_RAND_PORT_3,
-            -- nothing listens on these
-            dead = $TEST_NGINX_RAND_PORT_4, dead2 = $TEST_NGINX_RAND_PORT_6,
-        }
-
-        -- one HTTP/1.0 exchange with the ingress server; status, body, headers
-        function T.request(method, path, body, headers)
-            local sock = ngx.socket.tcp()
-            sock:settimeout(5000)
-            local ok, err = sock:connect("127.0.0.1", T.FRONT)
-            if not ok then
-                return nil, "connect: " .. tostring(err)
-            end
-            local req = { method, " ", path, " HTTP/1.0\r\nHost: localhost\r\n" }
-            for k, v in pairs(headers or {}) do
-                req[#req + 1] = k .. ": " .. v .. "\r\n"
-            end
-            if body then
-                req[#req + 1] = "Content-Length: " .. #body .. "\r\n\r\n"
-                req[#req + 1] = body
-            else
-                req[#req + 1] = "\r\n"
-            end
-            ok, err = sock:send(req)
-            if not ok then
-                sock:close()
-                return nil, "send: " .. tostring(err)
-            end
-            local data
-            data, err = sock:receive("*a")
-            sock:close()
-            if not data then
-                return nil, "receive: " .. tostring(err)
-            end
-            local head, rest = data:match("^(.-)\r\n\r\n(.*)$")
-            if not head then
-                return nil, "malformed response: " .. data
-            end
-            local hdrs = {}
-            for k, v in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
-                hdrs[k:lower()] = v
-            end
-            return tonumber(head:match("^HTTP/%d%.%d (%d+)")), rest, hdrs
-        end
-
-        function T.ep(which, address)
-            return { address = address or "127.0.0.1", port = T.PORTS[which] }
-        end
-
-        -- one backend as the controller serialises it
-        function T.backend(name, endpoints)
-            local eps = {}
-            for i, ep in ipairs(endpoints) do
-                eps[i] = string.format('{"address":"%s","port":"%s",'
-                    .. '"target":{"kind":"Pod","namespace":"default","name":"pod-%d"}}',
-                    ep.address, tostring(ep.port), i)
-            end
-            return string.format('{"name":"%s","service":{"metadata":'
-                .. '{"creationTimestamp":null},"spec":{"ports":[{"name":"http",'
-                .. '"protocol":"TCP","port":80,"targetPort":8080}],'
-                .. '"clusterIP":"10.96.0.10","type":"ClusterIP"},'
-                .. '"status":{"loadBalancer":{}}},"port":80,"sslPassthrough":false,'
-                .. '"endpoints":[%s],"sessionAffinityConfig":{"name":"","mode":"",'
-                .. '"cookieSessionAffinity":{"name":""}},"upstreamHashByConfig":'
-                .. '{"upstream-hash-by-subset-size":3},"noServer":false,'
-                .. '"trafficShapingPolicy":{"weight":0,"weightTotal":0,"header":"",'
-                .. '"headerValue":"","headerPattern":"","cookie":""}}',
-                name, table.concat(eps, ","))
-        end
-
-        function T.doc(...)
-            return "[" .. table.concat({ ... }, ",") .. "]"
-        end
-
-        -- POST /configuration/backends; "status [body]"
-        function T.post(doc)
-            local status, body = T.request("POST", "/configuration/backends", doc)
-            return tostring(status) .. " [" .. tostring(body) .. "]"
-        end
-
-        -- n requests for backend `name`: "a=2 b=2 status503=1" (response bodies,
-        -- or statuses), the number of distinct workers that answered, and the
-        -- number of requests in which one peer was tried twice
-        function T.stats(n, name)
-            local counts, pids, repeated = {}, {}, 0
-            for _ = 1, n do
-                local status, body, hdrs = T.request("GET", "/", nil, { ["X-Backend"] = name })
-                local key
-                if status == 200 then
-                    key = (body:gsub("\n$", ""))
-                else
-                    key = "status" .. tostring(status or body)
-                end
-                counts[key] = (counts[key] or 0) + 1
-                if hdrs then
-                    if hdrs["x-worker-pid"] then
-                        pids[hdrs["x-worker-pid"]] = true
-                    end
-                    local seen = {}
-                    for peer in (hdrs["x-upstream-addr"] or ""):gmatch("[^,%s]+") do
-                        if seen[peer] then
-                            repeated = repeated + 1
-                            break
-                        end
-                        seen[peer] = true
-                    end
-                end
-            end
-            local keys = {}
-            for k in pairs(counts) do
-                keys[#keys + 1] = k
-            end
-            table.sort(keys)
-            for i, k in ipairs(keys) do
-                keys[i] = k .. "=" .. counts[k]
-            end
-            local workers = 0
-            for _ in pairs(pids) do
-                workers = workers + 1
-            end
-            return table.concat(keys, " "), workers, repeated
-        end
-
-        function T.count(n, name)
-            return (T.stats(n, name))
-        end
-
-        -- this worker's core: "generation=N free_ctx=N created_ctx=N"
-        function T.state()
-            local _, body = T.request("GET", "/ilb-state")
-            return (tostring(body):gsub("\n$", ""))
-        end
-    }
-
-    init_worker_by_lua_block {
-        balancer.init_worker()
-    }
-
-    upstream upstream_balancer {
-        server 0.0.0.1; # placeholder
-
-        balancer_by_lua_block {
-            balancer.balance()
-        }
-    }
-
-    # the endpoints
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; return 200 "c\n"; }
-
-    # the ingress server, wired like ingress-nginx's nginx.tmpl
-    server {
-        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_5;
-
-        location / {
-            set $proxy_upstream_name $http_x_backend;
-
-            rewrite_by_lua_block {
-                balancer.rewrite()
-            }
-
-            proxy_connect_timeout 2s;
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_tries 3;
-
-            add_header X-Upstream-Addr $upstream_addr always;
-            add_header X-Worker-Pid $pid always;
-
-            proxy_pass http://upstream_balancer;
-
-            log_by_lua_block {
-                balancer.log()
-            }
-        }
-
-        location /configuration {
-            # small, so that larger documents go through a temporary file
-            client_body_buffer_size 8k;
-            client_max_body_size 21m;
-
-            content_by_lua_block {
-                configuration.call()
-            }
-        }
-
-        location = /ilb-state {
-            content_by_lua_block {
-                local core = require("ingress_lb.core")
-                local free, created = core.free_ctx_count()
-                ngx.say("generation=", core.generation(), " free_ctx=", free,
-                        " created_ctx=", created)
-            }
-        }
-    }
-_EOC_
-
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value("http_config", $HttpConfig . ($block->http_config // ''));
-    $block->set_value("request", "GET /t") unless defined $block->request;
-    $block->set_value("timeout", 10) unless defined $block->timeout;
-});
+ilb_setup(http_config => lua_http_config(endpoints => [qw(a b c)], config_body_buffer => '8k'),
+          request => 'GET /t', timeout => 10);
 
 run_tests();
 
@@ -284,7 +51,7 @@ ILB_CONFIG_REJECTED ILB_UNKNOWN_BACKEND ILB_NO_ENDPOINTS ILB_UNKNOWN_RESULT
     location = /t {
         content_by_lua_block {
             local core = require("ingress_lb.core")
-            local doc = T.doc(T.backend("default-web-80", { T.ep("a") }))
+            local doc = T.doc(T.full_backend("default-web-80", { T.ep("a") }))
             local g0 = core.generation()
             ngx.say("validate: ", core.validate(doc), " ", core.generation() - g0, " ",
                     (core.has_backend("default-web-80")))
@@ -315,7 +82,7 @@ unchanged: 1 true
     location = /t {
         content_by_lua_block {
             local core = require("ingress_lb.core")
-            assert(core.apply(T.doc(T.backend("default-web-80",
+            assert(core.apply(T.doc(T.full_backend("default-web-80",
                 { T.ep("a"), T.ep("b"), T.ep("c") }))))
             for round = 1, 3 do
                 local ctx = core.new_ctx()
@@ -348,8 +115,8 @@ round 3: distinct 3, fourth is a known peer: true, tried_len 3
     location = /t {
         content_by_lua_block {
             local core = require("ingress_lb.core")
-            assert(core.apply(T.doc(T.backend("default-web-80", { T.ep("b") }),
-                                    T.backend("default-empty-80", {}))))
+            assert(core.apply(T.doc(T.full_backend("default-web-80", { T.ep("b") }),
+                                    T.full_backend("default-empty-80", {}))))
             local ctx = core.new_ctx()
             ngx.say(core.pick("default-web-80", ctx) == "127.0.0.1:" .. T.PORTS.b)
             local peer = core.last_peer()
@@ -379,7 +146,7 @@ false ILB_NO_ENDPOINTS
     location = /t {
         content_by_lua_block {
             local core = require("ingress_lb.core")
-            assert(core.apply(T.doc(T.backend("default-web-80", { T.ep("a"), T.ep("b") }))))
+            assert(core.apply(T.doc(T.full_backend("default-web-80", { T.ep("a"), T.ep("b") }))))
             local free0, created0 = core.free_ctx_count()
             local ctx = core.new_ctx()
             core.pick("default-web-80", ctx)
@@ -483,14 +250,14 @@ no core: false nil
             local core = require("ingress_lb.core")
             local cjson = require("cjson")
             local function backend(name, extra)
-                local b = cjson.decode(T.backend(name, { T.ep("a"), T.ep("b") }))
+                local b = cjson.decode(T.full_backend(name, { T.ep("a"), T.ep("b") }))
                 for k, v in pairs(extra) do
                     b[k] = v
                 end
                 return cjson.encode(b)
             end
             local doc = T.doc(
-                T.backend("default-rr-80", { T.ep("a") }),
+                T.full_backend("default-rr-80", { T.ep("a") }),
                 backend("default-ewma-80", { ["load-balance"] = "ewma" }),
                 backend("default-chash-80", { upstreamHashByConfig = {
                     ["upstream-hash-by"] = "$http_x_user-${arg_a}" } }),
@@ -500,7 +267,7 @@ no core: false nil
                     name = "cookie", cookieSessionAffinity = { name = "route" } } }),
                 backend("default-persistent-80", { sessionAffinityConfig = {
                     name = "cookie", mode = "persistent", cookieSessionAffinity = { name = "r" } } }),
-                T.backend("default-empty-80", {}))
+                T.full_backend("default-empty-80", {}))
             assert(core.apply(doc))
             for _, name in ipairs({ "default-rr-80", "default-ewma-80", "default-chash-80",
                                     "default-subset-80", "default-sticky-80",
@@ -549,10 +316,10 @@ not a name: false false
         content_by_lua_block {
             local core = require("ingress_lb.core")
             local cjson = require("cjson")
-            local b = cjson.decode(T.backend("default-sticky-80", { T.ep("a"), T.ep("b") }))
+            local b = cjson.decode(T.full_backend("default-sticky-80", { T.ep("a"), T.ep("b") }))
             b.sessionAffinityConfig = { name = "cookie", mode = "persistent",
                 cookieSessionAffinity = { name = "route", locations = { ["example.com"] = { "/app" } } } }
-            local e = cjson.decode(T.backend("default-ewma-80", { T.ep("a"), T.ep("b") }))
+            local e = cjson.decode(T.full_backend("default-ewma-80", { T.ep("a"), T.ep("b") }))
             e["load-balance"] = "ewma"
             assert(core.apply(T.doc(cjson.encode(b), cjson.encode(e))))
             local name = "default-sticky-80"

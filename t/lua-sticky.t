@@ -7,9 +7,10 @@
 #
 #   HARNESS_PERL_SWITCHES='-It/compat -MIngressLbFallback' prove t/lua-sticky.t
 #
-# Environment (defaults below when unset): TEST_NGINX_BINARY, TEST_NGINX_LOAD_MODULES,
-# TEST_NGINX_ILB_LUA_DIR (absolute path of lua/), TEST_NGINX_ILB_LIB (absolute path
-# of libingress_lb.so).
+# Environment (defaults in t/IngressLbTest.pm when unset): TEST_NGINX_BINARY,
+# TEST_NGINX_LOAD_MODULES, TEST_NGINX_ILB_LUA_DIR (absolute path of lua/),
+# TEST_NGINX_ILB_LIB (absolute path of libingress_lb.so), TEST_NGINX_ILB_TEST_LIB
+# (absolute path of t/lib/, the test helpers).
 #
 # Compatibility with stock (reference values recorded from ingress-nginx's Lua
 # stack, tests/data/ from shared/vectors/resty-chash-and-sticky.json): the cookie
@@ -18,284 +19,12 @@
 # md5hex(name .. "ip:port"); sticky_balanced's endpoint key is placed on the
 # resty.chash ring of the endpoints (T.chash_ring, checked in t/lua-chash.t).
 
-BEGIN {
-    require File::Basename;
-    require File::Spec;
-    my $root = File::Spec->rel2abs(File::Spec->catdir(File::Basename::dirname(__FILE__), '..'));
-    $ENV{TEST_NGINX_ILB_LUA_DIR} ||= "$root/lua";
-    $ENV{TEST_NGINX_ILB_LIB} ||= "$root/target/release/libingress_lb.so";
-    $ENV{TEST_NGINX_LOAD_MODULES} ||= '/usr/lib/nginx/modules/ndk_http_module.so'
-        . ' /usr/lib/nginx/modules/ngx_http_lua_module.so';
-}
-
+use lib '.';
+use t::IngressLbTest 'lua';
 use Test::Nginx::Socket 'no_plan';
 
-repeat_each(1);
-no_shuffle();
-no_long_string();
-log_level('info');
-# Shared by every block: the shared dicts, init_by_lua/init_worker_by_lua, the
-# upstream_balancer upstream, four endpoints ("a" to "d", each answering its
-# letter), two ports where nothing listens ("dead", "dead2") and the ingress
-# server, wired like ingress-nginx's nginx.tmpl (per-location $location_path,
-# $balancer_ewma_score, $proxy_upstream_name; here the backend name comes from the
-# X-Backend request header). The blocks' own http_config is appended.
-our $HttpConfig = <<'_EOC_';
-    lua_package_path "$TEST_NGINX_ILB_LUA_DIR/?.lua;/usr/share/lua/5.1/?.lua;;";
-
-    # as ingress-nginx's nginx.tmpl declares them
-    lua_shared_dict configuration_data 20m;
-    lua_shared_dict certificate_data 20m;
-    lua_shared_dict certificate_servers 5m;
-    lua_shared_dict ocsp_response_cache 5m;
-    log_subrequest on;
-
-    init_by_lua_block {
-        local core = require("ingress_lb.core")
-        core.configure{ library = "$TEST_NGINX_ILB_LIB" }
-        assert(core.load())
-
-        configuration = require("configuration")
-        -- nginx.tmpl sets the controller's status port here; balancer.lua refuses
-        -- peers on it (default 10246, which a random test port could be)
-        configuration.prohibited_localhost_port = "1"
-        balancer = require("balancer")
-
-        -- test helpers: the driver below only sends requests and counts
-        local cjson = require("cjson")
-        T = {}
-        T.FRONT = $TEST_NGINX_RAND_PORT_5
-        T.PORTS = {
-            a = $TEST_NGINX_RAND_PORT_1, b = $TEST_NGINX_RAND_PORT_2,
-            c = $TEST_NGINX_RAND_PORT_3, d = $TEST_NGINX_RAND_PORT_7,
-            -- nothing listens on these
-            dead = $TEST_NGINX_RAND_PORT_4, dead2 = $TEST_NGINX_RAND_PORT_6,
-        }
-        T.LETTER = {}
-        for letter, port in pairs(T.PORTS) do
-            T.LETTER["127.0.0.1:" .. port] = letter
-        end
-
-        -- "127.0.0.1:port" of an endpoint, and the endpoint letter of such a text
-        function T.addr(which)
-            return "127.0.0.1:" .. T.PORTS[which]
-        end
-        function T.letter(addr)
-            return T.LETTER[addr] or addr
-        end
-
-        -- one HTTP/1.0 exchange with the ingress server (or `port`); status, body
-        -- without its trailing newline, and the headers: lower-case name -> list
-        -- of values
-        function T.request(method, path, headers, body, port, tls)
-            local sock = ngx.socket.tcp()
-            sock:settimeout(5000)
-            local ok, err = sock:connect("127.0.0.1", port or T.FRONT)
-            if not ok then
-                return nil, "connect: " .. tostring(err), {}
-            end
-            if tls then
-                ok, err = sock:sslhandshake(nil, "localhost", false)
-                if not ok then
-                    return nil, "tls: " .. tostring(err), {}
-                end
-            end
-            local req = { method, " ", path, " HTTP/1.0\r\n" }
-            local has_host = false
-            for k, v in pairs(headers or {}) do
-                if k:lower() == "host" then
-                    has_host = true
-                end
-                if type(v) == "table" then
-                    for _, one in ipairs(v) do
-                        req[#req + 1] = k .. ": " .. one .. "\r\n"
-                    end
-                else
-                    req[#req + 1] = k .. ": " .. v .. "\r\n"
-                end
-            end
-            if not has_host then
-                req[#req + 1] = "Host: localhost\r\n"
-            end
-            if body then
-                req[#req + 1] = "Content-Length: " .. #body .. "\r\n\r\n"
-                req[#req + 1] = body
-            else
-                req[#req + 1] = "\r\n"
-            end
-            ok, err = sock:send(req)
-            if not ok then
-                sock:close()
-                return nil, "send: " .. tostring(err), {}
-            end
-            local data
-            data, err = sock:receive("*a")
-            sock:close()
-            if not data then
-                return nil, "receive: " .. tostring(err), {}
-            end
-            local head, rest = data:match("^(.-)\r\n\r\n(.*)$")
-            if not head then
-                return nil, "malformed response: " .. data, {}
-            end
-            local hdrs = {}
-            for k, v in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
-                k = k:lower()
-                hdrs[k] = hdrs[k] or {}
-                table.insert(hdrs[k], v)
-            end
-            return tonumber(head:match("^HTTP/%d%.%d (%d+)")), (rest:gsub("\n$", "")), hdrs
-        end
-
-        -- GET `path` for backend `name` through the ingress server
-        function T.get(name, path, headers)
-            local h = { ["X-Backend"] = name }
-            for k, v in pairs(headers or {}) do
-                h[k] = v
-            end
-            return T.request("GET", path or "/", h)
-        end
-
-        -- the first value of a response header, or nil
-        function T.header(hdrs, name)
-            local list = hdrs[name:lower()]
-            return list and list[1]
-        end
-
-        -- the endpoints an answered request tried, as letters: "dead,a"
-        function T.tried(hdrs)
-            local out = {}
-            for peer in (T.header(hdrs, "X-Upstream-Addr") or ""):gmatch("[^,%s]+") do
-                out[#out + 1] = T.letter(peer)
-            end
-            return table.concat(out, ",")
-        end
-
-        function T.ep(which, address)
-            return { address = address or "127.0.0.1", port = T.PORTS[which] or which }
-        end
-
-        -- one backend as the controller serialises it. opts:
-        --   hash_by, subset, subset_size     upstreamHashByConfig
-        --   load_balance                     "load-balance"
-        --   affinity = { mode = "balanced"|"persistent", cookie = {...} }
-        --                                    sessionAffinityConfig (name "cookie")
-        function T.backend(name, endpoints, opts)
-            opts = opts or {}
-            local eps = {}
-            for i, ep in ipairs(endpoints) do
-                eps[i] = { address = ep.address, port = tostring(ep.port),
-                           target = { kind = "Pod", namespace = "default",
-                                      name = "pod-" .. i } }
-            end
-            local b = {
-                name = name,
-                service = { spec = { type = "ClusterIP", clusterIP = "10.96.0.10" } },
-                port = 80,
-                sslPassthrough = false,
-                endpoints = eps,
-                sessionAffinityConfig = { name = "", mode = "",
-                                          cookieSessionAffinity = { name = "" } },
-                upstreamHashByConfig = {
-                    ["upstream-hash-by"] = opts.hash_by,
-                    ["upstream-hash-by-subset"] = opts.subset,
-                    ["upstream-hash-by-subset-size"] = opts.subset_size or 3,
-                },
-                ["load-balance"] = opts.load_balance,
-                noServer = false,
-            }
-            if opts.affinity then
-                b.sessionAffinityConfig = {
-                    name = "cookie",
-                    mode = opts.affinity.mode or "balanced",
-                    cookieSessionAffinity = opts.affinity.cookie or { name = "INGRESSCOOKIE" },
-                }
-            end
-            return cjson.encode(b)
-        end
-
-        function T.doc(...)
-            return "[" .. table.concat({ ... }, ",") .. "]"
-        end
-
-        -- POST /configuration/backends; "status [body]"
-        function T.post(doc)
-            local status, body = T.request("POST", "/configuration/backends", nil, doc)
-            return tostring(status) .. " [" .. tostring(body) .. "]"
-        end
-
-        -- "a=2 b=3" from a table of counts
-        function T.counts(counts)
-            local keys = {}
-            for k in pairs(counts) do
-                keys[#keys + 1] = k
-            end
-            table.sort(keys)
-            for i, k in ipairs(keys) do
-                keys[i] = k .. "=" .. counts[k]
-            end
-            return table.concat(keys, " ")
-        end
-
-        -- Consistent hashing as lua-resty-balancer's resty.chash (v0.05, which stock
-        -- ingress-nginx uses): 160 points per node id; the first point's hash is
-        -- CRC32(id .. "\0\0\0\0"), each next one CRC32(id .. previous point's
-        -- hash as 4 bytes, little endian); a key goes to the first point whose hash
-        -- is not below CRC32(key), wrapping around to the first point. Checked
-        -- against the recorded reference decisions in t/lua-chash.t.
-        local bit = require("bit")
-        local band, bxor, rshift = bit.band, bit.bxor, bit.rshift
-        local crc_table = {}
-        for i = 0, 255 do
-            local c = i
-            for _ = 1, 8 do
-                if band(c, 1) ~= 0 then
-                    c = bxor(rshift(c, 1), 0xEDB88320)
-                else
-                    c = rshift(c, 1)
-                end
-            end
-            crc_table[i] = c
-        end
-        local TWO32 = 4294967296
-        function T.chash_ring(ids)
-            local points = {}
-            for _, id in ipairs(ids) do
-                -- the CRC32 state after the id, before the final inversion
-                local base = bxor(ngx.crc32_short(id), 0xffffffff)
-                local prev = 0
-                for _ = 1, 160 do
-                    local c = base
-                    for k = 0, 3 do
-                        local byte = band(rshift(prev, 8 * k), 0xff)
-                        c = bxor(crc_table[band(bxor(c, byte), 0xff)], rshift(c, 8))
-                    end
-                    local h = bxor(c, 0xffffffff) % TWO32
-                    points[#points + 1] = { h, id }
-                    prev = h
-                end
-            end
-            table.sort(points, function(x, y) return x[1] < y[1] end)
-            return function(key)
-                local h = ngx.crc32_short(key)
-                if h > points[#points][1] then
-                    return points[1][2]
-                end
-                local lo, hi = 1, #points
-                while lo < hi do
-                    local mid = math.floor((lo + hi) / 2)
-                    if points[mid][1] >= h then
-                        hi = mid
-                    else
-                        lo = mid + 1
-                    end
-                end
-                return points[lo][2]
-            end
-        end
-
-        T.PORTS.e = $TEST_NGINX_RAND_PORT_10
-        T.LETTER["127.0.0.1:" .. T.PORTS.e] = "e"
+# the sticky helpers of this suite, in init_by_lua after T is set up
+my $init = <<'_EOC_';
         -- the second ingress server (server_name _)
         T.OTHER = $TEST_NGINX_RAND_PORT_8
 
@@ -373,63 +102,18 @@ our $HttpConfig = <<'_EOC_';
         function T.persistent_key(name, letter)
             return ngx.md5(name .. T.addr(letter))
         end
-    }
+_EOC_
 
-    init_worker_by_lua_block {
-        balancer.init_worker()
-    }
-
-    upstream upstream_balancer {
-        server 0.0.0.1; # placeholder
-
-        balancer_by_lua_block {
-            balancer.balance()
-        }
-    }
-
-    # the endpoints
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; return 200 "c\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_7; return 200 "d\n"; }
-
-    # the ingress server, wired like ingress-nginx's nginx.tmpl
-    server {
-        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_5;
-
-        location / {
-            set $location_path "/";
-            set $balancer_ewma_score -1;
-            set $proxy_upstream_name $http_x_backend;
-
-            rewrite_by_lua_block {
-                balancer.rewrite()
-            }
-
-            proxy_connect_timeout 2s;
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_tries 3;
-
-            add_header X-Upstream-Addr $upstream_addr always;
-            add_header X-Worker-Pid $pid always;
-            add_header X-Ewma-Score $balancer_ewma_score always;
-
-            proxy_pass http://upstream_balancer;
-
-            log_by_lua_block {
-                balancer.log()
-            }
-        }
-
-        location /configuration {
-            client_max_body_size 21m;
-            client_body_buffer_size 21m;
-
-            content_by_lua_block {
-                configuration.call()
-            }
-        }
-    }
+# Shared by every block (t/IngressLbTest.pm): the shared dicts, init_by_lua (with
+# the test helpers T of t/lib/ilb_test.lua)/init_worker_by_lua, the
+# upstream_balancer upstream, four endpoints ("a" to "d", each answering its
+# letter), two ports where nothing listens ("dead", "dead2") and the ingress
+# server, wired like ingress-nginx's nginx.tmpl (per-location $location_path,
+# $balancer_ewma_score, $proxy_upstream_name; here the backend name comes from the
+# X-Backend request header), with the endpoint "e", which sets a cookie of its
+# own, and a second ingress server. The blocks' own http_config is appended.
+our $HttpConfig = lua_http_config(prohibited_localhost_port => 1, ports => { e => 10 },
+                                  init => $init) . <<'_EOC_';
 
     # an endpoint that sets a cookie of its own
     server {
@@ -501,16 +185,7 @@ our $HttpConfig = <<'_EOC_';
     }
 _EOC_
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    my $http = $HttpConfig;
-    # a block named "... without $balancer_ewma_score ..." gets an nginx.conf that
-    # does not declare that variable
-    $http =~ s/^.*\$balancer_ewma_score.*\n//mg if $block->name =~ /without \$balancer_ewma_score/;
-    $block->set_value("http_config", $http . ($block->http_config // ''));
-    $block->set_value("request", "GET /t") unless defined $block->request;
-    $block->set_value("timeout", 20) unless defined $block->timeout;
-});
+ilb_setup(http_config => $HttpConfig, request => 'GET /t', timeout => 20);
 
 run_tests();
 

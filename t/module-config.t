@@ -6,45 +6,18 @@
 #   TEST_NGINX_LOAD_MODULES=$PWD/target/release/ngx_http_ingress_lb_module.so \
 #     prove -It/compat -MIngressLbFallback t/module-config.t
 
-BEGIN {
-    # Default to the module built in this tree when TEST_NGINX_LOAD_MODULES does not name it.
-    my $mods = $ENV{TEST_NGINX_LOAD_MODULES} // '';
-    if ($mods !~ /ngx_http_ingress_lb_module/) {
-        require Cwd;
-        for my $so (map { Cwd::abs_path('.') . "/target/release/$_" }
-                    qw(ngx_http_ingress_lb_module.so libngx_http_ingress_lb_module.so)) {
-            if (-f $so) { $ENV{TEST_NGINX_LOAD_MODULES} = join ' ', grep { length } $mods, $so; last }
-        }
-    }
-}
-
+use lib '.';
+use t::IngressLbTest 'module', 'no_lua_driver';
 use Test::Nginx::Socket;
 
-if (($ENV{TEST_NGINX_LOAD_MODULES} // '') !~ /ngx_http_ingress_lb_module/) {
-    plan skip_all => 'set TEST_NGINX_LOAD_MODULES to the absolute path of ngx_http_ingress_lb_module.so';
-}
-
-repeat_each(1);
-no_shuffle();
-no_long_string();
-log_level('info');
+ilb_setup();
 # Log checks read the whole error.log: a block with several requests is checked
 # after each of them, and a line logged by the first one must count for all.
 check_accum_error_log();
 
-# Shared http{} part: the zone, the balancer upstream and three real backends.
-my $http_config = <<'_EOC_';
-    ingress_lb_zone 64k;
-
-    upstream upstream_balancer {
-        server 0.0.0.1; # placeholder
-        ingress_lb;
-    }
-
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; return 200 "c\n"; }
-_EOC_
+# Shared http{} part (t/IngressLbTest.pm): the zone, the balancer upstream and
+# three real backends.
+my $http_config = module_base_http_config(zone => '64k');
 
 # Locations: the endpoint, a proxied location, and helpers that POST documents
 # naming the random backend ports (the test client cannot know them).

@@ -13,49 +13,14 @@
 # Without TEST_NGINX_LOAD_MODULES, Debian's lua modules and the module built in
 # this tree are used when they exist.
 
-BEGIN {
-    my @mods = grep { length } split /\s+/, $ENV{TEST_NGINX_LOAD_MODULES} // '';
-    if (!grep { /ngx_http_lua_module/ } @mods) {
-        my @lua = map { "/usr/lib/nginx/modules/$_" } qw(ndk_http_module.so ngx_http_lua_module.so);
-        unshift @mods, @lua unless grep { !-f $_ } @lua;
-    }
-    if (!grep { /ngx_http_ingress_lb_module/ } @mods) {
-        require Cwd;
-        for my $so (map { Cwd::abs_path('.') . "/target/release/$_" }
-                    qw(ngx_http_ingress_lb_module.so libngx_http_ingress_lb_module.so)) {
-            if (-f $so) { push @mods, $so; last }
-        }
-    }
-    $ENV{TEST_NGINX_LOAD_MODULES} = CORE::join ' ', @mods;
-}
-
+use lib '.';
+use t::IngressLbTest 'module';
 use Test::Nginx::Socket;
 
-my $mods = $ENV{TEST_NGINX_LOAD_MODULES};
-if ($mods !~ /ngx_http_ingress_lb_module/) {
-    plan skip_all => 'set TEST_NGINX_LOAD_MODULES to the absolute path of ngx_http_ingress_lb_module.so';
-} elsif ($mods !~ /ngx_http_lua_module/) {
-    plan skip_all => 'the lua module (test driver only) is not available';
-}
-
-repeat_each(1);
-no_shuffle();
-no_long_string();
-log_level('info');
 check_accum_error_log();
 
-my $http_config = <<'_EOC_';
-    ingress_lb_zone 1m;
-
-    upstream upstream_balancer {
-        server 0.0.0.1; # placeholder
-        ingress_lb;
-    }
-
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b\n"; }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; return 200 "c\n"; }
-
+# the zone, the upstream and three endpoints (t/IngressLbTest.pm), and the driver
+my $http_config = module_base_http_config() . <<'_EOC_';
     init_by_lua_block {
         -- Test driver helpers (not balancing): POST a document, count answers.
         ports = {
@@ -108,11 +73,7 @@ my $config = <<'_EOC_';
     }
 _EOC_
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('http_config', $http_config . ($block->http_config // ''));
-    $block->set_value('config', $config . ($block->config // ''));
-});
+ilb_setup(http_config => $http_config, config => $config);
 
 run_tests();
 

@@ -1,0 +1,419 @@
+-- Test helpers of the Test::Nginx suites t/lua-*.t and t/module-*.t: a client
+-- for the ingress server over cosockets, backends documents as the controller
+-- writes them, counting, and a resty.chash oracle. The suites only send requests
+-- and count with them; every pick is the front end's under test.
+--
+-- Loaded in init_by_lua (t/IngressLbTest.pm writes that part of nginx.conf):
+--
+--     lua_package_path "$TEST_NGINX_ILB_TEST_LIB/?.lua;;";
+--     init_by_lua_block {
+--         T = require("ilb_test")
+--         T.setup(front_port, { a = port, b = port, ... })
+--     }
+--
+-- and used as the global T in the blocks.
+
+local bit = require("bit")
+local cjson = require("cjson")
+
+local T = {}
+
+-- T.FRONT: the ingress server's port; T.PORTS: endpoint name ("a", "dead", ...)
+-- -> port; T.LETTER: "127.0.0.1:port" -> endpoint name
+function T.setup(front, ports)
+    T.FRONT = front
+    T.PORTS = ports
+    T.LETTER = {}
+    for letter, port in pairs(T.PORTS) do
+        T.LETTER["127.0.0.1:" .. port] = letter
+    end
+end
+
+-- "127.0.0.1:port" of an endpoint, and the endpoint letter of such a text
+function T.addr(which)
+    return "127.0.0.1:" .. T.PORTS[which]
+end
+function T.letter(addr)
+    return T.LETTER[addr] or addr
+end
+
+-- a request's body (and the end of its head) added to `req`, a list of strings
+local function add_body(req, body)
+    if body then
+        req[#req + 1] = "Content-Length: " .. #body .. "\r\n\r\n"
+        req[#req + 1] = body
+    else
+        req[#req + 1] = "\r\n"
+    end
+end
+
+-- sends `req` (a list of strings) on a new connection to 127.0.0.1:`port` (over
+-- TLS when `tls`) and reads the response: its head and its body, or nil and an
+-- error text
+local function exchange(port, tls, req)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(5000)
+    local ok, err = sock:connect("127.0.0.1", port)
+    if not ok then
+        return nil, "connect: " .. tostring(err)
+    end
+    if tls then
+        ok, err = sock:sslhandshake(nil, "localhost", false)
+        if not ok then
+            return nil, "tls: " .. tostring(err)
+        end
+    end
+    ok, err = sock:send(req)
+    if not ok then
+        sock:close()
+        return nil, "send: " .. tostring(err)
+    end
+    local data
+    data, err = sock:receive("*a")
+    sock:close()
+    if not data then
+        return nil, "receive: " .. tostring(err)
+    end
+    local head, rest = data:match("^(.-)\r\n\r\n(.*)$")
+    if not head then
+        return nil, "malformed response: " .. data
+    end
+    return head, rest
+end
+
+-- one HTTP/1.0 exchange with the ingress server (or `port`); status, body
+-- without its trailing newline, and the headers: lower-case name -> list
+-- of values
+function T.request(method, path, headers, body, port, tls)
+    local req = { method, " ", path, " HTTP/1.0\r\n" }
+    local has_host = false
+    for k, v in pairs(headers or {}) do
+        if k:lower() == "host" then
+            has_host = true
+        end
+        if type(v) == "table" then
+            for _, one in ipairs(v) do
+                req[#req + 1] = k .. ": " .. one .. "\r\n"
+            end
+        else
+            req[#req + 1] = k .. ": " .. v .. "\r\n"
+        end
+    end
+    if not has_host then
+        req[#req + 1] = "Host: localhost\r\n"
+    end
+    add_body(req, body)
+    local head, rest = exchange(port or T.FRONT, tls, req)
+    if not head then
+        return nil, rest, {}
+    end
+    local hdrs = {}
+    for k, v in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
+        k = k:lower()
+        hdrs[k] = hdrs[k] or {}
+        table.insert(hdrs[k], v)
+    end
+    return tonumber(head:match("^HTTP/%d%.%d (%d+)")), (rest:gsub("\n$", "")), hdrs
+end
+
+-- GET `path` for backend `name` through the ingress server
+function T.get(name, path, headers)
+    local h = { ["X-Backend"] = name }
+    for k, v in pairs(headers or {}) do
+        h[k] = v
+    end
+    return T.request("GET", path or "/", h)
+end
+
+-- the first value of a response header, or nil
+function T.header(hdrs, name)
+    local list = hdrs[name:lower()]
+    return list and list[1]
+end
+
+-- the endpoints an answered request tried, as letters: "dead,a"
+function T.tried(hdrs)
+    local out = {}
+    for peer in (T.header(hdrs, "X-Upstream-Addr") or ""):gmatch("[^,%s]+") do
+        out[#out + 1] = T.letter(peer)
+    end
+    return table.concat(out, ",")
+end
+
+function T.ep(which, address)
+    return { address = address or "127.0.0.1", port = T.PORTS[which] or which }
+end
+
+-- one backend as the controller serialises it. opts:
+--   hash_by, subset, subset_size     upstreamHashByConfig
+--   load_balance                     "load-balance"
+--   affinity = { mode = "balanced"|"persistent", cookie = {...} }
+--                                    sessionAffinityConfig (name "cookie")
+function T.backend(name, endpoints, opts)
+    opts = opts or {}
+    local eps = {}
+    for i, ep in ipairs(endpoints) do
+        eps[i] = { address = ep.address, port = tostring(ep.port),
+                   target = { kind = "Pod", namespace = "default",
+                              name = "pod-" .. i } }
+    end
+    local b = {
+        name = name,
+        service = { spec = { type = "ClusterIP", clusterIP = "10.96.0.10" } },
+        port = 80,
+        sslPassthrough = false,
+        endpoints = eps,
+        sessionAffinityConfig = { name = "", mode = "",
+                                  cookieSessionAffinity = { name = "" } },
+        upstreamHashByConfig = {
+            ["upstream-hash-by"] = opts.hash_by,
+            ["upstream-hash-by-subset"] = opts.subset,
+            ["upstream-hash-by-subset-size"] = opts.subset_size or 3,
+        },
+        ["load-balance"] = opts.load_balance,
+        noServer = false,
+    }
+    if opts.affinity then
+        b.sessionAffinityConfig = {
+            name = "cookie",
+            mode = opts.affinity.mode or "balanced",
+            cookieSessionAffinity = opts.affinity.cookie or { name = "INGRESSCOOKIE" },
+        }
+    end
+    return cjson.encode(b)
+end
+
+function T.doc(...)
+    return "[" .. table.concat({ ... }, ",") .. "]"
+end
+
+-- POST /configuration/backends; "status [body]"
+function T.post(doc)
+    local status, body = T.request("POST", "/configuration/backends", nil, doc)
+    return tostring(status) .. " [" .. tostring(body) .. "]"
+end
+
+-- the keys of a table, sorted
+local function sorted_keys(t)
+    local keys = {}
+    for k in pairs(t) do
+        keys[#keys + 1] = k
+    end
+    table.sort(keys)
+    return keys
+end
+
+-- "a=2 b=3" from a table of counts
+function T.counts(counts)
+    local keys = sorted_keys(counts)
+    for i, k in ipairs(keys) do
+        keys[i] = k .. "=" .. counts[k]
+    end
+    return table.concat(keys, " ")
+end
+
+-- The helpers of t/lua-core.t, t/lua-configuration.t, t/lua-round-robin.t and
+-- t/lua-workers.t: responses as received, and backends with every field
+
+-- one HTTP/1.0 exchange with the ingress server: status, the body as received
+-- (trailing newline included) and the headers (lower-case name -> value, the
+-- last one of a repeated header)
+function T.request_raw(method, path, body, headers)
+    local req = { method, " ", path, " HTTP/1.0\r\nHost: localhost\r\n" }
+    for k, v in pairs(headers or {}) do
+        req[#req + 1] = k .. ": " .. v .. "\r\n"
+    end
+    add_body(req, body)
+    local head, rest = exchange(T.FRONT, false, req)
+    if not head then
+        return nil, rest
+    end
+    local hdrs = {}
+    for k, v in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
+        hdrs[k:lower()] = v
+    end
+    return tonumber(head:match("^HTTP/%d%.%d (%d+)")), rest, hdrs
+end
+
+-- one backend with every field the controller serialises (service metadata,
+-- ports and status, trafficShapingPolicy, ...), as text
+function T.full_backend(name, endpoints)
+    local eps = {}
+    for i, ep in ipairs(endpoints) do
+        eps[i] = string.format('{"address":"%s","port":"%s",'
+            .. '"target":{"kind":"Pod","namespace":"default","name":"pod-%d"}}',
+            ep.address, tostring(ep.port), i)
+    end
+    return string.format('{"name":"%s","service":{"metadata":'
+        .. '{"creationTimestamp":null},"spec":{"ports":[{"name":"http",'
+        .. '"protocol":"TCP","port":80,"targetPort":8080}],'
+        .. '"clusterIP":"10.96.0.10","type":"ClusterIP"},'
+        .. '"status":{"loadBalancer":{}}},"port":80,"sslPassthrough":false,'
+        .. '"endpoints":[%s],"sessionAffinityConfig":{"name":"","mode":"",'
+        .. '"cookieSessionAffinity":{"name":""}},"upstreamHashByConfig":'
+        .. '{"upstream-hash-by-subset-size":3},"noServer":false,'
+        .. '"trafficShapingPolicy":{"weight":0,"weightTotal":0,"header":"",'
+        .. '"headerValue":"","headerPattern":"","cookie":""}}',
+        name, table.concat(eps, ","))
+end
+
+-- POST /configuration/backends with T.request_raw; "status [body as received]"
+function T.post_raw(doc)
+    local status, body = T.request_raw("POST", "/configuration/backends", doc)
+    return tostring(status) .. " [" .. tostring(body) .. "]"
+end
+
+-- n requests for backend `name`: "a=2 b=2 status503=1" (response bodies,
+-- or statuses), the number of distinct workers that answered, and the
+-- number of requests in which one peer was tried twice
+function T.stats(n, name)
+    local counts, pids, repeated = {}, {}, 0
+    for _ = 1, n do
+        local status, body, hdrs = T.request_raw("GET", "/", nil, { ["X-Backend"] = name })
+        local key
+        if status == 200 then
+            key = (body:gsub("\n$", ""))
+        else
+            key = "status" .. tostring(status or body)
+        end
+        counts[key] = (counts[key] or 0) + 1
+        if hdrs then
+            if hdrs["x-worker-pid"] then
+                pids[hdrs["x-worker-pid"]] = true
+            end
+            local seen = {}
+            for peer in (hdrs["x-upstream-addr"] or ""):gmatch("[^,%s]+") do
+                if seen[peer] then
+                    repeated = repeated + 1
+                    break
+                end
+                seen[peer] = true
+            end
+        end
+    end
+    local workers = 0
+    for _ in pairs(pids) do
+        workers = workers + 1
+    end
+    return T.counts(counts), workers, repeated
+end
+
+function T.count(n, name)
+    return (T.stats(n, name))
+end
+
+-- this worker's core: "generation=N free_ctx=N created_ctx=N"
+function T.state()
+    local _, body = T.request_raw("GET", "/ilb-state")
+    return (tostring(body):gsub("\n$", ""))
+end
+
+-- Consistent hashing as lua-resty-balancer's resty.chash (v0.05, which stock
+-- ingress-nginx uses): 160 points per node id; the first point's hash is
+-- CRC32(id .. "\0\0\0\0"), each next one CRC32(id .. previous point's
+-- hash as 4 bytes, little endian); a key goes to the first point whose hash
+-- is not below CRC32(key), wrapping around to the first point. Checked
+-- against the recorded reference decisions in t/lua-chash.t.
+local band, bxor, rshift = bit.band, bit.bxor, bit.rshift
+local crc_table = {}
+for i = 0, 255 do
+    local c = i
+    for _ = 1, 8 do
+        if band(c, 1) ~= 0 then
+            c = bxor(rshift(c, 1), 0xEDB88320)
+        else
+            c = rshift(c, 1)
+        end
+    end
+    crc_table[i] = c
+end
+local TWO32 = 4294967296
+function T.chash_ring(ids)
+    local points = {}
+    for _, id in ipairs(ids) do
+        -- the CRC32 state after the id, before the final inversion
+        local base = bxor(ngx.crc32_short(id), 0xffffffff)
+        local prev = 0
+        for _ = 1, 160 do
+            local c = base
+            for k = 0, 3 do
+                local byte = band(rshift(prev, 8 * k), 0xff)
+                c = bxor(crc_table[band(bxor(c, byte), 0xff)], rshift(c, 8))
+            end
+            local h = bxor(c, 0xffffffff) % TWO32
+            points[#points + 1] = { h, id }
+            prev = h
+        end
+    end
+    table.sort(points, function(x, y) return x[1] < y[1] end)
+    return function(key)
+        local h = ngx.crc32_short(key)
+        if h > points[#points][1] then
+            return points[1][2]
+        end
+        local lo, hi = 1, #points
+        while lo < hi do
+            local mid = math.floor((lo + hi) / 2)
+            if points[mid][1] >= h then
+                hi = mid
+            else
+                lo = mid + 1
+            end
+        end
+        return points[lo][2]
+    end
+end
+
+-- tests/data (shared/vectors/resty-chash-and-sticky.json), chash sets
+-- "three" and "ten": case i has the key "/api/v<i % 7>/items/<i>", and
+-- letter i of `choices` names the endpoint resty.chash chose for it ("a" =
+-- the set's first endpoint)
+T.VECTORS = {
+    { name = "three", eps = { "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080" },
+      choices = "abcbcbbcaaccbcccccacbabcabbcaacbcbbbccbbccbcacaccaacbaccaabcccbaccbaaaaabbbacaaaababacbbbcccabcccbbbbccbbaccbcccbcaccabcacbbccbbcabacbbabcaaccbbbaaccbbbbbbbccaabccbacbcbaabbbccacaabbccbccbbaababcccbccaacaaabccbaaabcbbcaababcaacccbcccabbccbabcccaabaaacbcabccbcacacbbaccbacbcabaaabbacbaabcbcccbacbbcbccbaaacabbabaaaabaacbcbacbccbbcbcbabbbacbbabacaaaacbbbcbaaccbbabbbaabcccabcaacabacaaabcabcbababcaacbccacabacbbcaccaccbaccbaababbcaabcccaccacbbabbcaacaaaabcbccaacbcacbacacabbacccbaaabbbbcaaccbbabbbbbcaca" },
+    { name = "ten", eps = { "10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.3:8080",
+                            "10.1.0.4:8080", "10.1.0.5:8080", "10.1.0.6:8080",
+                            "10.1.0.7:8080", "10.1.0.8:8080", "10.1.0.9:8080",
+                            "10.1.0.10:8080" },
+      choices = "gaiahafehhhbdfcigcjhfaaifeeihfigeegcgedefgchffjhahggbdifgfcjbidecehegfgjefdaajjgfbicdgcfdaiebdfdhbedjahfjjffgfdaifdfibbbecddefidfacbijeagieeefdjdgficiddhhcjhieagbgfcfcgehecacdbaejfgadagdabdjajhbeeedidajgjcjegbjddbhgbddcgigdbgdgaiaiibhhdedjgfiaifedegbbjadffbfiagagigjjhbhaedbacbfidehbgjehfbbdahiccdabbijajidhhhcabajahhibffhfigadfjhggbbififffcgcdhhhaiabffgggbhgihchghiahahidfieiidbbiajfdjhfbbbcaiibbhcdigjhjhbgcgiddedaabjbdfjfaceiebhdjdeeedfafibhhbbebagfdbciegdfhahidjidhbigbgicabgabfgeaaeegjcgcgggebid" },
+}
+function T.vector_key(i)
+    return "/api/v" .. (i % 7) .. "/items/" .. i
+end
+
+-- the subsets of `letters` (endpoint letters, in order) for subset size
+-- `size`, and a function giving the subset (a set of letters) of a key
+function T.subsets(letters, size)
+    local n = #letters
+    local sets = math.ceil(n / size)
+    local names, members = {}, {}
+    for s = 1, sets do
+        names[s] = "set" .. s
+        local m = {}
+        for k = (s - 1) * size, s * size - 1 do
+            m[letters[k % n + 1]] = true
+        end
+        members["set" .. s] = m
+    end
+    local find = T.chash_ring(names)
+    return function(key)
+        local set = find(key)
+        return members[set], set
+    end
+end
+
+-- "a b" from a set of letters
+function T.set_text(set)
+    return table.concat(sorted_keys(set), " ")
+end
+
+-- an ewma backend
+function T.ewma(name, letters)
+    local eps = {}
+    for i, l in ipairs(letters) do
+        eps[i] = T.ep(l)
+    end
+    return T.backend(name, eps, { load_balance = "ewma" })
+end
+
+return T
