@@ -27,11 +27,11 @@ use core::ptr;
 use ingress_lb::SharedStats;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_get_flushed_variable, ngx_http_request_t, ngx_http_variable_value_t,
-    ngx_int_t, ngx_log_t, ngx_pnalloc, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
-    ngx_str_t, ngx_uint_t, NGX_HTTP_VAR_CHANGEABLE, NGX_LOG_EMERG, NGX_LOG_ERR,
+    ngx_int_t, ngx_log_t, ngx_pnalloc, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t,
+    NGX_HTTP_VAR_CHANGEABLE, NGX_LOG_EMERG, NGX_LOG_ERR,
 };
 use ngx::http::HttpModuleMainConf;
-use ngx::{ngx_conf_log_error, ngx_log_debug, ngx_log_error};
+use ngx::{ngx_log_debug, ngx_log_error};
 
 use crate::balancer::PeerData;
 use crate::util::{guard, request_log};
@@ -61,19 +61,8 @@ struct StatsZone {
 /// # Safety
 /// `cf` must be a valid configuration context.
 pub(crate) unsafe fn add_zone(cf: *mut ngx_conf_t, size: usize) -> *mut ngx_shm_zone_t {
-    let mut name = ngx_str_t { data: ZONE_NAME.as_ptr() as *mut u8, len: ZONE_NAME.len() };
-    // SAFETY: cf is valid; the tag is the module's address (zone names differ from the
-    // configuration zone's, so the same tag is fine).
-    let zone = unsafe {
-        ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(crate::ngx_http_ingress_lb_module) as *mut c_void)
-    };
-    if zone.is_null() {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "could not add shared zone \"{}\"", ZONE_NAME);
-        return ptr::null_mut();
-    }
-    // SAFETY: zone is a valid shm zone entry of this cycle.
-    unsafe { (*zone).init = Some(zone_init) };
-    zone
+    // SAFETY: forwarded caller contract.
+    unsafe { crate::shared::add_module_zone(cf, ZONE_NAME, size, zone_init) }
 }
 
 /// `shm_zone->init` (master or single process): lay out a new table, or keep the one

@@ -85,17 +85,33 @@ impl Drop for Locked {
 /// # Safety
 /// `cf` must be a valid configuration context.
 pub(crate) unsafe fn add_zone(cf: *mut ngx_conf_t, size: usize) -> *mut ngx_shm_zone_t {
-    let mut name = ngx_str_t { data: ZONE_NAME.as_ptr() as *mut u8, len: ZONE_NAME.len() };
-    // SAFETY: cf is valid; the tag is the module's address, unique to this module.
+    // SAFETY: forwarded caller contract.
+    unsafe { add_module_zone(cf, ZONE_NAME, size, zone_init) }
+}
+
+/// Add a shared zone of this module (`name`, `size`, initialised by `init`) to the
+/// configuration being read; null (and an `emerg` line) if nginx refuses it.
+///
+/// # Safety
+/// `cf` must be a valid configuration context.
+pub(crate) unsafe fn add_module_zone(
+    cf: *mut ngx_conf_t,
+    zone_name: &'static str,
+    size: usize,
+    init: extern "C" fn(*mut ngx_shm_zone_t, *mut c_void) -> ngx_int_t,
+) -> *mut ngx_shm_zone_t {
+    let mut name = ngx_str_t { data: zone_name.as_ptr() as *mut u8, len: zone_name.len() };
+    // SAFETY: cf is valid; the tag is the module's address (the module's zones have
+    // different names, so they may share it).
     let zone = unsafe {
         ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(crate::ngx_http_ingress_lb_module) as *mut c_void)
     };
     if zone.is_null() {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "could not add shared zone \"{}\"", ZONE_NAME);
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "could not add shared zone \"{}\"", zone_name);
         return ptr::null_mut();
     }
     // SAFETY: zone is a valid shm zone entry of this cycle.
-    unsafe { (*zone).init = Some(zone_init) };
+    unsafe { (*zone).init = Some(init) };
     zone
 }
 
