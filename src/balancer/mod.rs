@@ -123,7 +123,7 @@ impl Algorithm {
 
     /// The endpoint to use for this attempt of the request, given the endpoints it
     /// tried so far. `backend.endpoints` is never empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pick<'a>(&'a self, backend: &'a Backend, req: &Request<'a>, ctx: &mut PickCtx) -> Choice<'a> {
         match self {
             Algorithm::RoundRobin(rr) => Choice::index(rr.pick(&backend.endpoints, ctx)),
