@@ -258,7 +258,7 @@ POST /configuration/backends
 --- error_code: 400
 --- response_body_like: svc-1
 --- error_log eval
-qr/\[error\] .*ingress_lb: rejected backends configuration: backend "svc-1"/
+qr/\[warn\] .*ingress_lb: rejected backends configuration: backend "svc-1"/
 --- no_error_log
 [alert]
 

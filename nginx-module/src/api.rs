@@ -142,7 +142,7 @@ unsafe fn too_large(r: *mut ngx_http_request_t, size: usize, cap: usize) -> ngx_
          (raise ingress_lb_zone)"
     );
     // SAFETY: r is valid.
-    ngx_log_error!(NGX_LOG_ERR, unsafe { request_log(r) }, "ingress_lb: rejected backends configuration: {}", msg);
+    ngx_log_error!(NGX_LOG_WARN, unsafe { request_log(r) }, "ingress_lb: rejected backends configuration: {}", msg);
     // SAFETY: r is valid, header not sent.
     unsafe { send_response(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t, TEXT, msg.as_bytes()) }
 }
@@ -251,7 +251,7 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
                 _ => NGX_HTTP_BAD_REQUEST,
             };
             let msg = err.to_string();
-            ngx_log_error!(NGX_LOG_ERR, log, "ingress_lb: rejected backends configuration: {}", msg);
+            ngx_log_error!(NGX_LOG_WARN, log, "ingress_lb: rejected backends configuration: {}", msg);
             // SAFETY: r is valid, header not sent.
             return unsafe { send_response(r, status as ngx_uint_t, TEXT, msg.as_bytes()) };
         }
