@@ -13,13 +13,22 @@ use std::fs;
 fn main() {
     println!("cargo:rerun-if-changed=include/ingress_lb.h");
     println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=src/pick.rs");
     // For tests/c_abi.rs, which compiles a C program with the `cc` crate's compiler.
     for var in ["HOST", "TARGET"] {
         println!("cargo:rustc-env=ILB_BUILD_{var}={}", std::env::var(var).unwrap_or_default());
     }
     let header = fs::read_to_string("include/ingress_lb.h").expect("read include/ingress_lb.h");
-    let ffi = fs::read_to_string("src/ffi.rs").expect("read src/ffi.rs");
+    // The C ABI: src/ffi.rs and its submodules in src/ffi/, read as one text.
+    let mut ffi = fs::read_to_string("src/ffi.rs").expect("read src/ffi.rs");
+    if let Ok(dir) = fs::read_dir("src/ffi") {
+        let mut files: Vec<_> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+            ffi.push_str(&fs::read_to_string(f).expect("read a file of src/ffi/"));
+        }
+    }
     let pick = fs::read_to_string("src/pick.rs").expect("read src/pick.rs");
     let mut problems = Vec::new();
 
@@ -27,7 +36,7 @@ fn main() {
     let rust_fns = rust_exports(&ffi);
     for (name, (c_ret, c_params)) in &c_fns {
         let Some((r_ret, r_params)) = rust_fns.get(name) else {
-            problems.push(format!("{name}: declared in the header but not exported by src/ffi.rs"));
+            problems.push(format!("{name}: declared in the header but not exported by src/ffi(/*).rs"));
             continue;
         };
         if c_to_rust(c_ret) != *r_ret {
@@ -48,7 +57,7 @@ fn main() {
     }
     for name in rust_fns.keys() {
         if !c_fns.contains_key(name) {
-            problems.push(format!("{name}: exported by src/ffi.rs but missing from the header"));
+            problems.push(format!("{name}: exported by src/ffi(/*).rs but missing from the header"));
         }
     }
 
