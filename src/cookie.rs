@@ -30,31 +30,37 @@ pub(crate) const KEY_MAX: usize = 32;
 /// Prefix of the configuration fields of cookie affinity, for error messages.
 const FIELD: &str = "sessionAffinityConfig.cookieSessionAffinity";
 
-/// The value of cookie `name` in a raw `Cookie` header, found as lua-resty-cookie
-/// finds it (see the module notes). `None` when absent.
-pub(crate) fn find<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+/// The `(name, value)` pairs of a raw `Cookie` header, in order, split as
+/// lua-resty-cookie splits them (see the module notes).
+fn pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let n = header.len();
-    let mut found = None;
     let mut i = 0;
-    loop {
+    std::iter::from_fn(move || {
         while i < n && matches!(header[i], b' ' | b'\t') {
             i += 1;
         }
         if i >= n {
-            break;
+            return None;
         }
-        let Some(eq) = memchr::memchr(b'=', &header[i..]) else {
-            break;
-        };
+        let eq = memchr::memchr(b'=', &header[i..])?;
         let key = &header[i..i + eq];
         let start = i + eq + 1;
         let end = memchr::memchr3(b';', b' ', b'\t', &header[start..]).map_or(n, |p| start + p);
-        if key == name {
-            found = Some(&header[start..end]);
-        }
         i = end + 1;
-    }
-    found
+        Some((key, &header[start..end]))
+    })
+}
+
+/// The value of cookie `name` in a raw `Cookie` header, found as lua-resty-cookie
+/// finds it: when the name occurs twice the last one wins. `None` when absent.
+pub(crate) fn find<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    pairs(header).filter(|(k, _)| *k == name).last().map(|(_, v)| v)
+}
+
+/// The value of cookie `name` as nginx's `$cookie_<name>` gives it: the first
+/// occurrence (the name compared exactly). `None` when absent.
+pub(crate) fn find_first<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    pairs(header).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
 /// The two parts of an affinity cookie's value: the endpoint key and the backend key

@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod balancer;
+mod canary;
 pub mod config;
 mod cookie;
 mod error;
@@ -15,6 +16,7 @@ mod error;
 pub mod ffi;
 mod pick;
 mod request;
+mod rng;
 mod snapshot;
 mod stats;
 
@@ -24,6 +26,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use balancer::AlgorithmKind;
+pub use canary::{header_name_byte, header_name_is, Headers};
 pub use config::MAX_CONFIG_BYTES;
 pub use error::{ConfigError, PickError};
 pub use pick::{Peer, PeerRef, PickCtx, ADDR_MAX, COOKIE_MAX, MAX_TRIED};
@@ -169,6 +172,64 @@ impl Core {
     /// another algorithm. Never allocates.
     pub fn is_affinitized(&self, name: &[u8], cookie_header: &[u8]) -> bool {
         self.current.load().backend(name).is_some_and(|b| b.algorithm.is_affinitized(cookie_header))
+    }
+
+    /// Canary routing: which backend serves a request for backend `name` — one of its
+    /// `alternativeBackends` or itself — by ingress-nginx's traffic shaping rules
+    /// (see the README's canary section). Decide once per request and keep the answer
+    /// for every retry. `cookie_header` is the request's `Cookie` header as received;
+    /// `headers` gives the request's headers by name.
+    ///
+    /// `f` gets the chosen alternative's name and its position in
+    /// [`Core::alternatives`], or `None` for `name` itself. Never allocates.
+    #[inline]
+    pub fn route_with<H: Headers + ?Sized, R>(
+        &self,
+        name: &[u8],
+        cookie_header: &[u8],
+        headers: &H,
+        f: impl FnOnce(Option<(&str, usize)>) -> R,
+    ) -> Result<R, PickError> {
+        let snapshot = self.current.load();
+        let (primary, plan) = snapshot.backend_and_plan(name).ok_or(PickError::UnknownBackend)?;
+        let Some(plan) = plan else {
+            return Ok(f(None));
+        };
+        let backend = |i: u32| &*snapshot.backends[i as usize];
+        Ok(f(plan.decide(primary, backend, cookie_header, headers).map(|i| {
+            let alt = backend(plan.alternatives[i]);
+            (alt.spec.name.as_str(), i)
+        })))
+    }
+
+    /// The request header names the canary decisions of backend `name` read, as
+    /// nginx's `$http_<name>` spells them (lower case, `_` for `-`), each once; for
+    /// front ends that fetch headers by name. Empty for a backend without
+    /// alternatives or an unknown one.
+    pub fn route_headers(&self, name: &[u8]) -> Vec<String> {
+        let snapshot = self.current.load();
+        let mut out: Vec<String> = Vec::new();
+        if let Some((_, Some(plan))) = snapshot.backend_and_plan(name) {
+            for &i in plan.alternatives.iter() {
+                let h = String::from_utf8_lossy(&snapshot.backends[i as usize].policy.header).into_owned();
+                if !h.is_empty() && !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+        }
+        out
+    }
+
+    /// The `alternativeBackends` of backend `name`, in order, each once: the
+    /// positions [`Core::route_with`] reports (empty if it has none or does not exist).
+    pub fn alternatives(&self, name: &[u8]) -> Vec<String> {
+        let snapshot = self.current.load();
+        match snapshot.backend_and_plan(name) {
+            Some((_, Some(plan))) => {
+                plan.alternatives.iter().map(|&i| snapshot.backends[i as usize].spec.name.clone()).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// What a front end must provide for picks on backend `name`, if it exists.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::balancer::{Algorithm, AlgorithmKind};
+use crate::canary::{Plan, Policy};
 use crate::config::{self, BackendSpec};
 use crate::error::{BackendLabel, ConfigError};
 
@@ -54,6 +55,9 @@ pub(crate) struct Backend {
     pub(crate) kind: AlgorithmKind,
     pub(crate) endpoints: Box<[Endpoint]>,
     pub(crate) algorithm: Algorithm,
+    /// Its `trafficShapingPolicy`, compiled: used when it is another backend's
+    /// alternative.
+    pub(crate) policy: Policy,
     /// What the operator should know about this backend (kept with it, so a reused
     /// backend still reports them).
     pub(crate) warnings: Vec<String>,
@@ -67,6 +71,8 @@ pub(crate) struct Snapshot {
     pub(crate) doc: Option<Arc<[u8]>>,
     pub(crate) doc_hash: u64,
     pub(crate) backends: Vec<Arc<Backend>>,
+    /// Canary plans of the backends that have alternatives, by backend index.
+    plans: Vec<Option<Box<Plan>>>,
     by_name: NameIndex,
     /// Backends by the hash of their JSON text, to find unchanged ones in O(1).
     by_raw_hash: HashMap<u64, u32, ahash::RandomState>,
@@ -148,6 +154,13 @@ impl Snapshot {
         self.by_name.get(name).map(|i| &*self.backends[i as usize])
     }
 
+    /// Backend `name` and its canary plan, if it has alternatives.
+    #[inline]
+    pub(crate) fn backend_and_plan(&self, name: &[u8]) -> Option<(&Backend, Option<&Plan>)> {
+        let i = self.by_name.get(name)? as usize;
+        Some((&*self.backends[i], self.plans.get(i).and_then(|p| p.as_deref())))
+    }
+
     /// Compile `json` into a new snapshot, reusing backends of `prev` whose text did
     /// not change. Nothing is published here.
     pub(crate) fn compile(json: &[u8], prev: &Snapshot) -> Result<(Snapshot, ApplyReport), ConfigError> {
@@ -178,12 +191,13 @@ impl Snapshot {
             report.warnings.extend(backend.warnings.iter().cloned());
             backends.push(backend);
         }
-        check_alternatives(&backends, &by_name)?;
+        let plans = canary_plans(&backends, &by_name)?;
         let snapshot = Snapshot {
             generation: prev.generation + 1,
             doc: Some(Arc::from(json)),
             doc_hash: hash_bytes(json),
             backends,
+            plans,
             by_name,
             by_raw_hash,
         };
@@ -256,25 +270,50 @@ impl Backend {
         let (kind, warning) = AlgorithmKind::select(&spec);
         warnings.extend(warning);
         let algorithm = Algorithm::build(kind, &endpoints, &spec, &mut warnings)?;
-        Ok(Backend { raw: raw.into(), kind, endpoints: endpoints.into_boxed_slice(), algorithm, warnings, spec })
+        let policy = Policy::build(&spec.name, &spec.traffic_shaping_policy, &mut warnings);
+        Ok(Backend {
+            raw: raw.into(),
+            kind,
+            endpoints: endpoints.into_boxed_slice(),
+            algorithm,
+            policy,
+            warnings,
+            spec,
+        })
     }
 }
 
-/// Every alternative backend must exist and must not be the backend itself.
-fn check_alternatives(backends: &[Arc<Backend>], by_name: &NameIndex) -> Result<(), ConfigError> {
-    for b in backends {
+/// The canary plan of every backend with alternatives. Every alternative backend
+/// must exist, must not be the backend itself, and the alternatives' weights must
+/// not add up to more than the whole.
+fn canary_plans(backends: &[Arc<Backend>], by_name: &NameIndex) -> Result<Vec<Option<Box<Plan>>>, ConfigError> {
+    let mut plans = Vec::new();
+    for (position, b) in backends.iter().enumerate() {
+        if b.spec.alternative_backends.is_empty() {
+            continue;
+        }
         let label = BackendLabel::Name(&b.spec.name);
+        let mut alternatives = Vec::with_capacity(b.spec.alternative_backends.len());
         for (i, alt) in b.spec.alternative_backends.iter().enumerate() {
             let field = format!("alternativeBackends[{i}]");
             if *alt == b.spec.name {
                 return Err(ConfigError::field(&label, field, "a backend cannot be its own alternative"));
             }
-            if by_name.get(alt.as_bytes()).is_none() {
+            let Some(index) = by_name.get(alt.as_bytes()) else {
                 return Err(ConfigError::field(&label, field, format!("no backend named {alt:?}")));
+            };
+            // Listed twice: it counts once.
+            if alternatives.iter().any(|&(j, _)| j == index) {
+                continue;
             }
+            alternatives.push((index, &*backends[index as usize]));
         }
+        if plans.len() <= position {
+            plans.resize_with(position + 1, || None);
+        }
+        plans[position] = Some(Box::new(Plan::build(b, alternatives)?));
     }
-    Ok(())
+    Ok(plans)
 }
 
 #[cfg(test)]
