@@ -171,6 +171,7 @@ fn c_to_rust(c: &str) -> String {
         "ilb_peer" => "IlbPeer",
         "ilb_request" => "IlbRequest",
         "ilb_backend_info" => "IlbBackendInfo",
+        "ilb_header" => "IlbHeader",
         "ilb_stats" => "IlbStats",
         "double" => "f64",
         other => panic!("build.rs: no Rust mapping for C type `{other}`; add one"),

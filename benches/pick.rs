@@ -379,7 +379,43 @@ fn sticky_new_session(c: &mut Criterion) {
     }
 }
 
+/// A canary decision for a primary with two canaries (header value; header pattern,
+/// cookie and weight), the request falling through every rule to the weight draw:
+/// the longest path. Excludes the front end's header and cookie fetches.
+fn canary(c: &mut Criterion) {
+    let doc = br#"[{"name":"web","alternativeBackends":["web-v2","web-v3"],"endpoints":[{"address":"10.0.0.1","port":"80"}]},
+        {"name":"web-v2","noServer":true,"trafficShapingPolicy":{"header":"X-Canary","headerValue":"v2"},
+         "endpoints":[{"address":"10.0.2.1","port":"80"}]},
+        {"name":"web-v3","noServer":true,"trafficShapingPolicy":{"header":"X-Canary-Group","headerPattern":"^(beta|rc)-[0-9]+$",
+         "cookie":"canary","weight":20},"endpoints":[{"address":"10.0.3.1","port":"80"}]}]"#;
+    let core = Core::new();
+    core.apply_backends(doc).unwrap();
+    let mut group = c.benchmark_group("canary");
+    group.throughput(Throughput::Elements(1));
+    type Case = (&'static str, &'static [u8], &'static [(&'static [u8], &'static [u8])]);
+    let cases: [Case; 3] = [
+        (
+            "header_pattern_cookie_weight",
+            b"session=1f2e3d; canary=maybe",
+            &[(b"x-canary", b"v1"), (b"x-canary-group", b"gamma-3")],
+        ),
+        ("header_value_hit", b"", &[(b"x-canary", b"v2")]),
+        ("weight_only", b"", &[]),
+    ];
+    for (label, cookie, headers) in cases {
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                black_box(
+                    core.route_with(black_box(b"web"), black_box(cookie), headers, |a| a.map_or(0, |(_, i)| i + 1)),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(benches, round_robin, round_robin_c_abi, round_robin_retry);
 criterion_group!(ewma_benches, ewma, ewma_c_abi, ewma_observe);
 criterion_group!(hash_benches, chash, chashsubset, sticky_balanced, sticky_persistent, sticky_new_session);
-criterion_main!(benches, ewma_benches, hash_benches);
+criterion_group!(canary_benches, canary);
+criterion_main!(benches, ewma_benches, hash_benches, canary_benches);

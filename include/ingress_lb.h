@@ -74,7 +74,8 @@ typedef enum ilb_result {
     ILB_CONFIG_REJECTED = 3,    /* the configuration is invalid; see error text */
     ILB_UNKNOWN_BACKEND = 4,    /* no backend of that name in the configuration */
     ILB_NO_ENDPOINTS = 5,       /* the backend exists but has no endpoint */
-    ILB_PANIC = 6               /* internal bug caught at the boundary */
+    ILB_PANIC = 6,              /* internal bug caught at the boundary */
+    ILB_NO_CERTIFICATE = 7      /* no certificate for that name or id */
 } ilb_result;
 
 /* Opaque. */
@@ -95,7 +96,9 @@ enum {
     ILB_NEEDS_HASH_KEY = 1,     /* ilb_request.hash_key: upstream-hash-by, evaluated */
     ILB_NEEDS_COOKIE = 2,       /* ilb_request cookie, host, location_path, user_agent,
                                    https; apply ilb_peer.set_cookie */
-    ILB_NEEDS_TIMING = 4        /* ilb_core_observe() after the response */
+    ILB_NEEDS_TIMING = 4,       /* ilb_core_observe() after the response */
+    ILB_NEEDS_ROUTE = 8         /* the backend has alternatives: ilb_core_route()
+                                   first, then pick in the backend it names */
 };
 
 typedef struct ilb_backend_info {
@@ -201,6 +204,45 @@ ilb_result ilb_core_backend_info(const ilb_core *core, const char *name, size_t 
 ilb_result ilb_core_backend_hash_by(const ilb_core *core, const char *name, size_t name_len,
                                     char *buf, size_t buf_cap, size_t *len_out);
 
+/* Canary routing (the README's "Canary routing" section has the rules). */
+
+/* One request header: its name as received or as nginx's $http_<name> spells it
+ * (names are compared case-insensitively, '-' and '_' alike), and its value.
+ * Borrowed for the call only; (NULL, 0) is empty. */
+typedef struct ilb_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} ilb_header;
+
+/* Copy the names of backend `name`'s alternative backends into buf, each followed
+ * by '\n', in the order ilb_core_route() numbers them (each name once). Truncation
+ * and *len_out as ilb_core_backend_hash_by(). Empty for a backend without
+ * alternatives. */
+ilb_result ilb_core_backend_alternatives(const ilb_core *core, const char *name, size_t name_len,
+                                         char *buf, size_t buf_cap, size_t *len_out);
+
+/* Copy the request header names the canary decisions of backend `name` read, each
+ * followed by '\n', spelled as nginx's $http_<name> variables (lower case, '_' for
+ * '-'): the headers a front end passes to ilb_core_route(). Truncation and *len_out
+ * as ilb_core_backend_hash_by(). */
+ilb_result ilb_core_backend_route_headers(const ilb_core *core, const char *name, size_t name_len,
+                                          char *buf, size_t buf_cap, size_t *len_out);
+
+/* Decide whether a request for backend `name` goes to one of its alternatives:
+ * *alternative_out = 0 for `name` itself, i >= 1 for the i-th line of
+ * ilb_core_backend_alternatives() (same configuration generation). `cookie` is the
+ * request's Cookie header as received; `headers` (NULL when headers_len is 0) holds
+ * at least the headers ilb_core_backend_route_headers() lists that the request has
+ * (absent headers are simply left out; other headers are ignored). Decide once per
+ * request and keep the answer for its retries. Never allocates.
+ * ILB_UNKNOWN_BACKEND if there is no backend `name`. */
+ilb_result ilb_core_route(const ilb_core *core, const char *name, size_t name_len,
+                          const char *cookie, size_t cookie_len,
+                          const ilb_header *headers, size_t headers_len,
+                          uint32_t *alternative_out);
+
 /* Pick an endpoint of backend `name` for the request `req` (NULL: no request data)
  * whose state is `ctx`, and remember it in ctx. A peer already tried in this request
  * is not picked again while an untried one remains. Never allocates. */
@@ -233,6 +275,54 @@ void ilb_stats_free(ilb_stats *stats);
 /* Keep this core's ewma statistics in `stats` (shared with the other processes)
  * instead of process-local memory. `stats` must outlive the core. */
 ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
+
+/* Certificates (SNI) */
+
+/* The certificate store is separate from the backends: its own document, its own
+ * generation, published the same way (atomically; a lookup sees the old or the new
+ * store, never a mix). A certificate's id identifies its content (uid and PEM): it
+ * changes when the PEM of a uid changes, is the same in every worker of the same
+ * build, is never 0 and is below 2^53 (a Lua number holds it exactly). Nothing here
+ * hands out a pointer into the store: ilb_core_certificate_pem() copies. */
+
+/* Parse, validate and publish the controller's servers document (the body of
+ * POST /configuration/servers): {"certificates": {"<uid>": "<PEM chain + key>"},
+ * "servers": {"<hostname>": "<uid>" or "-1"}}. The document is the whole truth: a
+ * hostname absent or mapped to "-1" is no longer served; "_" carries the default
+ * certificate; "*.example.com" is a one-label wildcard. Each certificate a hostname
+ * refers to is parsed once (all certificates of the PEM, the private key, which must
+ * match the first certificate); one whose uid and PEM did not change is reused as
+ * parsed; one no hostname refers to is dropped unparsed. A document identical to the
+ * one in force is recognised without decoding it. On failure nothing changes:
+ * ILB_CONFIG_REJECTED with a message naming the uid or hostname, or
+ * ILB_INVALID_ARGUMENT if json_len exceeds ILB_MAX_CONFIG_BYTES. */
+ilb_result ilb_core_apply_servers(ilb_core *core, const uint8_t *json, size_t json_len,
+                                  char *err, size_t err_cap, size_t *err_len);
+
+/* Same checks as ilb_core_apply_servers() without publishing anything. */
+ilb_result ilb_core_validate_servers(const ilb_core *core, const uint8_t *json,
+                                     size_t json_len, char *err, size_t err_cap,
+                                     size_t *err_len);
+
+/* Number of servers documents published so far (0 before the first, or for NULL). */
+uint64_t ilb_core_servers_generation(const ilb_core *core);
+
+/* The id of the certificate for a TLS handshake whose SNI is (sni, sni_len); (NULL, 0):
+ * the client sent no SNI. The name is lower-cased and one trailing dot stripped; then
+ * the exact hostname, else the wildcard of its first label (a.b.example.com ->
+ * *.b.example.com, never *.example.com), else "_". ILB_NO_CERTIFICATE when nothing
+ * matches (no "_" either). Never allocates; O(1) in the number of hostnames. */
+ilb_result ilb_core_certificate_lookup(const ilb_core *core, const char *sni, size_t sni_len,
+                                       uint64_t *id);
+
+/* Copy the PEM (chain and key, exactly as POSTed) of the certificate in force with
+ * that id into buf, NUL-terminated; on ILB_OK *len gets its length (before the NUL).
+ * When buf is too small (cap < length + 1; ask with buf NULL and cap 0 to get the
+ * size) nothing is copied, the result is ILB_INVALID_ARGUMENT and *len gets the size
+ * buf needs (length + 1). ILB_NO_CERTIFICATE when no certificate in force has that
+ * id (a newer servers document replaced it: look it up again). len is required. */
+ilb_result ilb_core_certificate_pem(const ilb_core *core, uint64_t id, char *buf, size_t cap,
+                                    size_t *len);
 
 /* -- end cdef -- */
 

@@ -30,6 +30,19 @@ pub enum ConfigError {
     /// Two backends share a name.
     #[error("backend \"{0}\": duplicate backend name")]
     DuplicateBackend(String),
+    /// A servers document (`POST /configuration/servers`) is empty.
+    #[error("servers configuration is empty: expected a JSON object with \"certificates\" and \"servers\"")]
+    ServersEmpty,
+    /// A servers document is not well-formed JSON, or not of the expected shape.
+    #[error("invalid servers JSON: {0}")]
+    ServersJson(String),
+    /// A certificate of a servers document cannot be used: wrong type, PEM that does
+    /// not parse, no certificate, no private key, a key that does not match.
+    #[error("certificate {uid:?}: {reason}")]
+    Certificate { uid: String, reason: String },
+    /// A hostname of a servers document is invalid or refers to no certificate.
+    #[error("server {hostname:?}: {reason}")]
+    Server { hostname: String, reason: String },
 }
 
 impl ConfigError {

@@ -9,7 +9,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::pick::{PickCtx, ADDR_MAX, COOKIE_MAX};
 use crate::request::Request;
-use crate::{AlgorithmKind, ConfigError, Core, PickError, MAX_CONFIG_BYTES};
+use crate::{header_name_is, AlgorithmKind, ConfigError, Core, Headers, PickError, MAX_CONFIG_BYTES};
+
+pub mod certs;
 
 /// `ILB_ABI_VERSION` of the header.
 pub const ABI_VERSION: u32 = 1;
@@ -25,6 +27,7 @@ pub enum IlbResult {
     UnknownBackend = 4,
     NoEndpoints = 5,
     Panic = 6,
+    NoCertificate = 7,
 }
 
 impl From<PickError> for IlbResult {
@@ -244,6 +247,7 @@ pub extern "C" fn ilb_result_name(result: std::ffi::c_int) -> *const c_char {
         4 => c"ILB_UNKNOWN_BACKEND",
         5 => c"ILB_NO_ENDPOINTS",
         6 => c"ILB_PANIC",
+        7 => c"ILB_NO_CERTIFICATE",
         _ => c"ILB_UNKNOWN_RESULT",
     };
     name.as_ptr()
@@ -472,8 +476,10 @@ pub unsafe extern "C" fn ilb_core_backend_info(
         let Some(info) = core.backend_info(name) else {
             return IlbResult::UnknownBackend;
         };
-        let needs =
-            u32::from(info.needs_hash_key) | u32::from(info.needs_cookie) << 1 | u32::from(info.needs_timing) << 2;
+        let needs = u32::from(info.needs_hash_key)
+            | u32::from(info.needs_cookie) << 1
+            | u32::from(info.needs_timing) << 2
+            | u32::from(info.has_alternatives) << 3;
         // SAFETY: non-null and writable by contract.
         unsafe { info_out.write(IlbBackendInfo { algorithm: algorithm_code(info.algorithm), needs }) };
         IlbResult::Ok
@@ -481,8 +487,8 @@ pub unsafe extern "C" fn ilb_core_backend_info(
 }
 
 /// # Safety
-/// `core` a live handle or NULL; `name` `name_len` readable bytes or (NULL, 0); `buf`
-/// `buf_cap` writable bytes or NULL; `len_out` writable or NULL.
+/// `core` a live handle or NULL; `name` readable for `name_len` bytes; `buf` NULL
+/// (with `buf_cap` 0) or writable for `buf_cap` bytes; `len_out` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn ilb_core_backend_hash_by(
     core: *const IlbCore,
@@ -491,6 +497,69 @@ pub unsafe extern "C" fn ilb_core_backend_hash_by(
     buf: *mut c_char,
     buf_cap: usize,
     len_out: *mut usize,
+) -> IlbResult {
+    // SAFETY: the caller's contract is text_about_backend's.
+    unsafe { text_about_backend(core, name, name_len, buf, buf_cap, len_out, |c, n| c.hash_by(n, str::to_owned)) }
+}
+
+/// # Safety
+/// As `ilb_core_backend_hash_by`.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_backend_alternatives(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    buf: *mut c_char,
+    buf_cap: usize,
+    len_out: *mut usize,
+) -> IlbResult {
+    // SAFETY: the caller's contract is text_about_backend's.
+    unsafe {
+        text_about_backend(core, name, name_len, buf, buf_cap, len_out, |c, n| {
+            c.has_backend(n).then(|| lines(c.alternatives(n)))
+        })
+    }
+}
+
+/// # Safety
+/// As `ilb_core_backend_hash_by`.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_backend_route_headers(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    buf: *mut c_char,
+    buf_cap: usize,
+    len_out: *mut usize,
+) -> IlbResult {
+    // SAFETY: the caller's contract is text_about_backend's.
+    unsafe {
+        text_about_backend(core, name, name_len, buf, buf_cap, len_out, |c, n| {
+            c.has_backend(n).then(|| lines(c.route_headers(n)))
+        })
+    }
+}
+
+/// Each item followed by a newline.
+fn lines(items: Vec<String>) -> String {
+    items.iter().flat_map(|s| [s.as_str(), "\n"]).collect()
+}
+
+/// Shared body of the functions that copy a text about backend `name` out (the
+/// hash-by expression, the alternatives, the canary headers): `about` gives the
+/// text, or `None` for an unknown backend. The text is truncated to `buf_cap - 1`
+/// bytes and NUL-terminated; `*len_out` gets its full length.
+///
+/// # Safety
+/// As `ilb_core_backend_hash_by`.
+unsafe fn text_about_backend(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    buf: *mut c_char,
+    buf_cap: usize,
+    len_out: *mut usize,
+    about: impl FnOnce(&Core, &[u8]) -> Option<String>,
 ) -> IlbResult {
     guard(|| {
         // SAFETY: caller contracts.
@@ -501,20 +570,110 @@ pub unsafe extern "C" fn ilb_core_backend_hash_by(
         if buf.is_null() && buf_cap > 0 {
             return IlbResult::NullArgument;
         }
-        let written = core.hash_by(name, |expr| {
-            // SAFETY: buf has buf_cap writable bytes (or is NULL with buf_cap 0).
-            unsafe { write_text(expr, buf, buf_cap, std::ptr::null_mut()) };
-            expr.len()
-        });
-        match written {
-            Some(full_len) => {
-                if !len_out.is_null() {
-                    // SAFETY: non-null and writable by contract.
-                    unsafe { *len_out = full_len };
-                }
+        let Some(text) = about(core, name) else {
+            return IlbResult::UnknownBackend;
+        };
+        // SAFETY: buf has buf_cap writable bytes (or is NULL with buf_cap 0).
+        unsafe { write_text(&text, buf, buf_cap, std::ptr::null_mut()) };
+        if !len_out.is_null() {
+            // SAFETY: non-null and writable by contract.
+            unsafe { *len_out = text.len() };
+        }
+        IlbResult::Ok
+    })
+}
+
+/// `ilb_header`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IlbHeader {
+    pub name: *const c_char,
+    pub name_len: usize,
+    pub value: *const c_char,
+    pub value_len: usize,
+}
+
+/// An `ilb_header` array whose pointers were checked.
+struct CheckedHeaders<'a>(&'a [IlbHeader]);
+
+impl<'a> CheckedHeaders<'a> {
+    /// # Safety
+    /// `headers` NULL (with `len` 0) or `len` readable ilb_header whose (pointer,
+    /// length) pairs are readable for `'a`.
+    unsafe fn new(headers: *const IlbHeader, len: usize) -> Result<Self, IlbResult> {
+        // SAFETY: the array itself follows the (pointer, length) contract of `bytes`.
+        let raw = unsafe {
+            bytes(headers.cast::<u8>(), len.checked_mul(size_of::<IlbHeader>()).ok_or(IlbResult::InvalidArgument)?)?
+        };
+        if raw.is_empty() {
+            return Ok(CheckedHeaders(&[]));
+        }
+        if headers.align_offset(align_of::<IlbHeader>()) != 0 {
+            return Err(IlbResult::InvalidArgument);
+        }
+        // SAFETY: non-null, aligned, `len` elements readable per the contract.
+        let all = unsafe { std::slice::from_raw_parts(headers, len) };
+        for h in all {
+            // SAFETY: each pair follows the contract of `bytes`; checked here once.
+            unsafe {
+                bytes(h.name.cast(), h.name_len)?;
+                bytes(h.value.cast(), h.value_len)?;
+            }
+        }
+        Ok(CheckedHeaders(all))
+    }
+}
+
+impl Headers for CheckedHeaders<'_> {
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        // SAFETY (both): the pairs were checked by CheckedHeaders::new and are
+        // readable for the struct's lifetime.
+        let slice = |p: *const c_char, n: usize| unsafe { bytes(p.cast(), n) }.unwrap_or(&[]);
+        self.0.iter().find(|h| header_name_is(slice(h.name, h.name_len), key)).map(|h| slice(h.value, h.value_len))
+    }
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `name` and `cookie` readable for their lengths or
+/// (NULL, 0); `headers` NULL (with `headers_len` 0) or `headers_len` readable
+/// ilb_header with readable pairs; `alternative_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_route(
+    core: *const IlbCore,
+    name: *const c_char,
+    name_len: usize,
+    cookie: *const c_char,
+    cookie_len: usize,
+    headers: *const IlbHeader,
+    headers_len: usize,
+    alternative_out: *mut u32,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contracts, checked by each helper.
+        let args = unsafe {
+            core_ref(core).and_then(|c| {
+                Ok((
+                    c,
+                    bytes(name.cast(), name_len)?,
+                    bytes(cookie.cast(), cookie_len)?,
+                    CheckedHeaders::new(headers, headers_len)?,
+                ))
+            })
+        };
+        let (core, name, cookie, headers) = match args {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        if alternative_out.is_null() {
+            return IlbResult::NullArgument;
+        }
+        match core.route_with(name, cookie, &headers, |alt| alt.map_or(0, |(_, i)| i as u32 + 1)) {
+            Ok(which) => {
+                // SAFETY: non-null and writable by contract.
+                unsafe { *alternative_out = which };
                 IlbResult::Ok
             }
-            None => IlbResult::UnknownBackend,
+            Err(e) => e.into(),
         }
     })
 }

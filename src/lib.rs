@@ -9,6 +9,7 @@
 
 mod balancer;
 mod canary;
+mod certs;
 pub mod config;
 mod cookie;
 mod error;
@@ -27,6 +28,7 @@ use parking_lot::Mutex;
 
 pub use balancer::AlgorithmKind;
 pub use canary::{header_name_byte, header_name_is, Headers};
+pub use certs::{CertRef, ServersReport};
 pub use config::MAX_CONFIG_BYTES;
 pub use error::{ConfigError, PickError};
 pub use pick::{Peer, PeerRef, PickCtx, ADDR_MAX, COOKIE_MAX, MAX_TRIED};
@@ -45,6 +47,10 @@ pub struct Core {
     apply_lock: Mutex<()>,
     /// Where the ewma backends keep their statistics ([`Core::use_stats`]).
     stats: Arc<balancer::ewma::StatsCell>,
+    /// The SNI certificate store in force (`src/certs.rs`), published like `current`.
+    certs: ArcSwap<certs::CertStore>,
+    /// Serialises servers appliers, as `apply_lock` does backends appliers.
+    certs_lock: Mutex<()>,
 }
 
 impl Default for Core {
@@ -56,7 +62,13 @@ impl Default for Core {
 impl Core {
     /// A core with no backends.
     pub fn new() -> Core {
-        Core { current: ArcSwap::from_pointee(Snapshot::default()), apply_lock: Mutex::new(()), stats: Arc::default() }
+        Core {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            apply_lock: Mutex::new(()),
+            stats: Arc::default(),
+            certs: ArcSwap::from_pointee(certs::CertStore::default()),
+            certs_lock: Mutex::new(()),
+        }
     }
 
     /// Parse, validate and compile the controller's backends JSON array, then publish

@@ -108,4 +108,7 @@ pub struct BackendInfo {
     pub needs_cookie: bool,
     /// Report each attempt's timing after the response ([`crate::Core::observe`]).
     pub needs_timing: bool,
+    /// The backend has `alternativeBackends`: decide where each request goes
+    /// ([`crate::Core::route_with`]) before picking.
+    pub has_alternatives: bool,
 }

@@ -234,6 +234,7 @@ impl Backend {
             needs_hash_key: matches!(self.kind, Chash | ChashSubset),
             needs_cookie: matches!(self.kind, StickyBalanced | StickyPersistent),
             needs_timing: self.kind == Ewma,
+            has_alternatives: !self.spec.alternative_backends.is_empty(),
         }
     }
 

@@ -45,7 +45,7 @@ fn c_program_uses_the_shared_library_through_the_header() {
         .status()
         .expect("run the C compiler");
     assert!(status.success(), "compiling tests/c/abi_check.c failed");
-    let run = Command::new(&out).output().expect("run abi_check");
+    let run = Command::new(&out).arg(root.join("tests/data/certs")).output().expect("run abi_check");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "abi_check failed:\n{stdout}{stderr}");

@@ -380,3 +380,206 @@ fn c_abi_sticky_picks_do_not_allocate() {
     // SAFETY: created above, freed once.
     unsafe { ilb_core_free(core) };
 }
+
+/// A primary with two canaries: one by header value, one by header pattern, cookie
+/// and weight, both sticky so the affinity rules run too.
+fn canary_doc() -> Vec<u8> {
+    let sticky = r#""sessionAffinityConfig":{"name":"cookie","cookieSessionAffinity":{"name":"route"}}"#;
+    format!(
+        r#"[{{"name":"web","alternativeBackends":["web-v2","web-v3"],{sticky},"endpoints":[{{"address":"10.0.0.1","port":"80"}}]}},
+        {{"name":"web-v2","noServer":true,{sticky},"trafficShapingPolicy":{{"header":"X-Canary","headerValue":"v2"}},
+          "endpoints":[{{"address":"10.0.2.1","port":"80"}}]}},
+        {{"name":"web-v3","noServer":true,{sticky},"trafficShapingPolicy":{{"header":"X-Canary-Group","headerPattern":"^(beta|rc)-[0-9]+$",
+          "cookie":"canary","weight":20}},"endpoints":[{{"address":"10.0.3.1","port":"80"}}]}}]"#
+    )
+    .into_bytes()
+}
+
+/// A request as the canary rules see it: its `Cookie` header and its headers.
+type CanaryRequest = (&'static [u8], &'static [(&'static [u8], &'static [u8])]);
+
+/// Requests covering every rule and fall-through.
+const CANARY_REQUESTS: [CanaryRequest; 7] = [
+    (b"", &[]),
+    (b"a=b", &[(b"accept", b"*/*"), (b"x-canary", b"v2")]),
+    (b"", &[(b"X-Canary-Group", b"beta-17")]),
+    (b"", &[(b"X-Canary-Group", b"gamma")]),
+    (b"lang=en; canary=always", &[]),
+    (b"canary=never", &[(b"X-Canary", b"nope")]),
+    (b"route=abc|def; other=1", &[(b"user-agent", b"curl")]),
+];
+
+#[test]
+fn canary_decisions_do_not_allocate() {
+    let core = Core::new();
+    core.apply_backends(&canary_doc()).unwrap();
+    // Warm-up: arc-swap's per-thread registration, the regex engine's per-thread
+    // cache and the generator's seed are made once per thread, not per request.
+    for (cookie, headers) in CANARY_REQUESTS {
+        core.route_with(b"web", cookie, headers, |a| a.is_some()).unwrap();
+    }
+    let mut chosen = [0u32; 3];
+    let before = allocations();
+    for i in 0..100_000 {
+        let (cookie, headers) = CANARY_REQUESTS[i % CANARY_REQUESTS.len()];
+        let which = core.route_with(b"web", cookie, headers, |a| a.map_or(0, |(_, i)| i + 1)).unwrap();
+        chosen[which] += 1;
+        assert!(core.route_with(b"nope", cookie, headers, |_| ()).is_err());
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the canary decision path");
+    assert!(chosen.iter().all(|&c| c > 0), "every outcome was exercised: {chosen:?}");
+}
+
+#[cfg(feature = "capi")]
+#[test]
+fn c_abi_canary_decisions_do_not_allocate() {
+    use ingress_lb::ffi::*;
+    let mut core = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; the handle is freed at the end of the test.
+    assert_eq!(unsafe { ilb_core_new(&mut core) }, IlbResult::Ok);
+    let d = canary_doc();
+    // SAFETY: core is live, buffers valid for their lengths.
+    let rc =
+        unsafe { ilb_core_apply_backends(core, d.as_ptr(), d.len(), std::ptr::null_mut(), 0, std::ptr::null_mut()) };
+    assert_eq!(rc, IlbResult::Ok);
+    let requests: Vec<(&[u8], Vec<IlbHeader>)> = CANARY_REQUESTS
+        .iter()
+        .map(|&(cookie, headers)| {
+            let hs = headers
+                .iter()
+                .map(|(n, v)| IlbHeader {
+                    name: n.as_ptr().cast(),
+                    name_len: n.len(),
+                    value: v.as_ptr().cast(),
+                    value_len: v.len(),
+                })
+                .collect();
+            (cookie, hs)
+        })
+        .collect();
+    let route = |cookie: &[u8], hs: &[IlbHeader]| {
+        let mut which = u32::MAX;
+        // SAFETY: all pointers valid for the call.
+        let rc = unsafe {
+            ilb_core_route(
+                core,
+                b"web".as_ptr().cast(),
+                3,
+                cookie.as_ptr().cast(),
+                cookie.len(),
+                hs.as_ptr(),
+                hs.len(),
+                &mut which,
+            )
+        };
+        assert_eq!(rc, IlbResult::Ok);
+        which
+    };
+    for (cookie, hs) in &requests {
+        route(cookie, hs);
+    }
+    let mut chosen = [0u32; 3];
+    let before = allocations();
+    for i in 0..100_000 {
+        let (cookie, hs) = &requests[i % requests.len()];
+        chosen[route(cookie, hs) as usize] += 1;
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the C canary decision path");
+    assert!(chosen.iter().all(|&c| c > 0), "{chosen:?}");
+    // SAFETY: created above, freed once.
+    unsafe { ilb_core_free(core) };
+}
+
+/// A servers document: default, an exact hostname, a one-label wildcard.
+fn servers_doc() -> Vec<u8> {
+    let pem = |name: &str| {
+        let path = format!("{}/tests/data/certs/{name}.pem", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let certs: Vec<(&str, String)> =
+        vec![("d", pem("default")), ("e", pem("exact")), ("w", pem("wildcard")), ("c", pem("chain"))];
+    let certs: Vec<String> =
+        certs.iter().map(|(u, p)| format!("{:?}:{}", u, serde_json::to_string(p).unwrap())).collect();
+    format!(
+        r#"{{"certificates":{{{}}},"servers":{{"_":"d","exact.example.com":"e","*.b.example.com":"w","chain.example.com":"c"}}}}"#,
+        certs.join(",")
+    )
+    .into_bytes()
+}
+
+const SNIS: [Option<&[u8]>; 6] = [
+    Some(b"exact.example.com"),   // exact
+    Some(b"Exact.Example.COM."),  // exact, normalised
+    Some(b"a.b.example.com"),     // wildcard
+    Some(b"unknown.example.org"), // default
+    None,                         // no SNI: default
+    Some(b"x.a.b.example.com"),   // two labels below the wildcard: default
+];
+
+#[test]
+fn certificate_lookups_do_not_allocate() {
+    let core = Core::new();
+    core.apply_servers(&servers_doc()).unwrap();
+    // Without `_`: a miss is None.
+    let bare = Core::new();
+    bare.apply_servers(br#"{"certificates":{},"servers":{}}"#).unwrap();
+    // Warm up: arc-swap's per-thread registration.
+    core.certificate_with(None, |c| assert_eq!(c.unwrap().uid, "d"));
+    bare.certificate_with(None, |c| assert!(c.is_none()));
+    let ids: Vec<u64> = SNIS.iter().map(|s| core.certificate_with(*s, |c| c.unwrap().id)).collect();
+
+    let before = allocations();
+    for i in 0..100_000usize {
+        let sni = SNIS[i % SNIS.len()];
+        let (id, n) = core.certificate_with(sni, |c| {
+            let c = c.unwrap();
+            (c.id, c.pem.len() + c.chain.len() + c.uid.len())
+        });
+        assert_eq!(id, ids[i % SNIS.len()]);
+        std::hint::black_box(n);
+        assert!(bare.certificate_with(sni, |c| c.is_none()));
+        std::hint::black_box(core.certificate_by_id_with(id, |c| c.map(|c| c.leaf as *const openssl::x509::X509Ref)));
+        std::hint::black_box(core.certificate_for_hostname_with(b"exact.example.com", |c| c.is_some()));
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the certificate lookup path");
+}
+
+#[cfg(feature = "capi")]
+#[test]
+fn c_abi_certificate_lookups_do_not_allocate() {
+    use ingress_lb::ffi::certs::*;
+    use ingress_lb::ffi::*;
+    let mut core = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; the handle is freed at the end of the test.
+    assert_eq!(unsafe { ilb_core_new(&mut core) }, IlbResult::Ok);
+    let d = servers_doc();
+    // SAFETY: core is live, buffers valid for their lengths.
+    let rc =
+        unsafe { ilb_core_apply_servers(core, d.as_ptr(), d.len(), std::ptr::null_mut(), 0, std::ptr::null_mut()) };
+    assert_eq!(rc, IlbResult::Ok);
+    let mut id = 0u64;
+    let mut buf = [0 as std::ffi::c_char; 4096];
+    let mut len = 0usize;
+    let lookup = |core, sni: Option<&[u8]>, id: &mut u64| {
+        let (p, n) = sni.map_or((std::ptr::null(), 0), |s| (s.as_ptr().cast(), s.len()));
+        // SAFETY: live core, (p, n) a valid slice or (NULL, 0), id writable.
+        unsafe { ilb_core_certificate_lookup(core, p, n, id) }
+    };
+    assert_eq!(lookup(core, None, &mut id), IlbResult::Ok);
+    let before = allocations();
+    for i in 0..100_000usize {
+        assert_eq!(lookup(core, SNIS[i % SNIS.len()], &mut id), IlbResult::Ok);
+        // SAFETY: live core, buf writable for its length, len writable.
+        unsafe {
+            assert_eq!(ilb_core_certificate_pem(core, id, buf.as_mut_ptr(), buf.len(), &mut len), IlbResult::Ok);
+            assert_eq!(
+                ilb_core_certificate_pem(core, id ^ 1, buf.as_mut_ptr(), buf.len(), &mut len),
+                IlbResult::NoCertificate
+            );
+        }
+        std::hint::black_box(len);
+    }
+    assert_eq!(allocations() - before, 0, "allocations on the C certificate lookup path");
+    // SAFETY: created above, freed once.
+    unsafe { ilb_core_free(core) };
+}

@@ -57,7 +57,8 @@ typedef enum ilb_result {
     ILB_CONFIG_REJECTED = 3,    /* the configuration is invalid; see error text */
     ILB_UNKNOWN_BACKEND = 4,    /* no backend of that name in the configuration */
     ILB_NO_ENDPOINTS = 5,       /* the backend exists but has no endpoint */
-    ILB_PANIC = 6               /* internal bug caught at the boundary */
+    ILB_PANIC = 6,              /* internal bug caught at the boundary */
+    ILB_NO_CERTIFICATE = 7      /* no certificate for that name or id */
 } ilb_result;
 
 /* Opaque. */
@@ -78,7 +79,9 @@ enum {
     ILB_NEEDS_HASH_KEY = 1,     /* ilb_request.hash_key: upstream-hash-by, evaluated */
     ILB_NEEDS_COOKIE = 2,       /* ilb_request cookie, host, location_path, user_agent,
                                    https; apply ilb_peer.set_cookie */
-    ILB_NEEDS_TIMING = 4        /* ilb_core_observe() after the response */
+    ILB_NEEDS_TIMING = 4,       /* ilb_core_observe() after the response */
+    ILB_NEEDS_ROUTE = 8         /* the backend has alternatives: ilb_core_route()
+                                   first, then pick in the backend it names */
 };
 
 typedef struct ilb_backend_info {
@@ -184,6 +187,45 @@ ilb_result ilb_core_backend_info(const ilb_core *core, const char *name, size_t 
 ilb_result ilb_core_backend_hash_by(const ilb_core *core, const char *name, size_t name_len,
                                     char *buf, size_t buf_cap, size_t *len_out);
 
+/* Canary routing (the README's "Canary routing" section has the rules). */
+
+/* One request header: its name as received or as nginx's $http_<name> spells it
+ * (names are compared case-insensitively, '-' and '_' alike), and its value.
+ * Borrowed for the call only; (NULL, 0) is empty. */
+typedef struct ilb_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} ilb_header;
+
+/* Copy the names of backend `name`'s alternative backends into buf, each followed
+ * by '\n', in the order ilb_core_route() numbers them (each name once). Truncation
+ * and *len_out as ilb_core_backend_hash_by(). Empty for a backend without
+ * alternatives. */
+ilb_result ilb_core_backend_alternatives(const ilb_core *core, const char *name, size_t name_len,
+                                         char *buf, size_t buf_cap, size_t *len_out);
+
+/* Copy the request header names the canary decisions of backend `name` read, each
+ * followed by '\n', spelled as nginx's $http_<name> variables (lower case, '_' for
+ * '-'): the headers a front end passes to ilb_core_route(). Truncation and *len_out
+ * as ilb_core_backend_hash_by(). */
+ilb_result ilb_core_backend_route_headers(const ilb_core *core, const char *name, size_t name_len,
+                                          char *buf, size_t buf_cap, size_t *len_out);
+
+/* Decide whether a request for backend `name` goes to one of its alternatives:
+ * *alternative_out = 0 for `name` itself, i >= 1 for the i-th line of
+ * ilb_core_backend_alternatives() (same configuration generation). `cookie` is the
+ * request's Cookie header as received; `headers` (NULL when headers_len is 0) holds
+ * at least the headers ilb_core_backend_route_headers() lists that the request has
+ * (absent headers are simply left out; other headers are ignored). Decide once per
+ * request and keep the answer for its retries. Never allocates.
+ * ILB_UNKNOWN_BACKEND if there is no backend `name`. */
+ilb_result ilb_core_route(const ilb_core *core, const char *name, size_t name_len,
+                          const char *cookie, size_t cookie_len,
+                          const ilb_header *headers, size_t headers_len,
+                          uint32_t *alternative_out);
+
 /* Pick an endpoint of backend `name` for the request `req` (NULL: no request data)
  * whose state is `ctx`, and remember it in ctx. A peer already tried in this request
  * is not picked again while an untried one remains. Never allocates. */
@@ -216,6 +258,54 @@ void ilb_stats_free(ilb_stats *stats);
 /* Keep this core's ewma statistics in `stats` (shared with the other processes)
  * instead of process-local memory. `stats` must outlive the core. */
 ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
+
+/* Certificates (SNI) */
+
+/* The certificate store is separate from the backends: its own document, its own
+ * generation, published the same way (atomically; a lookup sees the old or the new
+ * store, never a mix). A certificate's id identifies its content (uid and PEM): it
+ * changes when the PEM of a uid changes, is the same in every worker of the same
+ * build, is never 0 and is below 2^53 (a Lua number holds it exactly). Nothing here
+ * hands out a pointer into the store: ilb_core_certificate_pem() copies. */
+
+/* Parse, validate and publish the controller's servers document (the body of
+ * POST /configuration/servers): {"certificates": {"<uid>": "<PEM chain + key>"},
+ * "servers": {"<hostname>": "<uid>" or "-1"}}. The document is the whole truth: a
+ * hostname absent or mapped to "-1" is no longer served; "_" carries the default
+ * certificate; "*.example.com" is a one-label wildcard. Each certificate a hostname
+ * refers to is parsed once (all certificates of the PEM, the private key, which must
+ * match the first certificate); one whose uid and PEM did not change is reused as
+ * parsed; one no hostname refers to is dropped unparsed. A document identical to the
+ * one in force is recognised without decoding it. On failure nothing changes:
+ * ILB_CONFIG_REJECTED with a message naming the uid or hostname, or
+ * ILB_INVALID_ARGUMENT if json_len exceeds ILB_MAX_CONFIG_BYTES. */
+ilb_result ilb_core_apply_servers(ilb_core *core, const uint8_t *json, size_t json_len,
+                                  char *err, size_t err_cap, size_t *err_len);
+
+/* Same checks as ilb_core_apply_servers() without publishing anything. */
+ilb_result ilb_core_validate_servers(const ilb_core *core, const uint8_t *json,
+                                     size_t json_len, char *err, size_t err_cap,
+                                     size_t *err_len);
+
+/* Number of servers documents published so far (0 before the first, or for NULL). */
+uint64_t ilb_core_servers_generation(const ilb_core *core);
+
+/* The id of the certificate for a TLS handshake whose SNI is (sni, sni_len); (NULL, 0):
+ * the client sent no SNI. The name is lower-cased and one trailing dot stripped; then
+ * the exact hostname, else the wildcard of its first label (a.b.example.com ->
+ * *.b.example.com, never *.example.com), else "_". ILB_NO_CERTIFICATE when nothing
+ * matches (no "_" either). Never allocates; O(1) in the number of hostnames. */
+ilb_result ilb_core_certificate_lookup(const ilb_core *core, const char *sni, size_t sni_len,
+                                       uint64_t *id);
+
+/* Copy the PEM (chain and key, exactly as POSTed) of the certificate in force with
+ * that id into buf, NUL-terminated; on ILB_OK *len gets its length (before the NUL).
+ * When buf is too small (cap < length + 1; ask with buf NULL and cap 0 to get the
+ * size) nothing is copied, the result is ILB_INVALID_ARGUMENT and *len gets the size
+ * buf needs (length + 1). ILB_NO_CERTIFICATE when no certificate in force has that
+ * id (a newer servers document replaced it: look it up again). len is required. */
+ilb_result ilb_core_certificate_pem(const ilb_core *core, uint64_t id, char *buf, size_t cap,
+                                    size_t *len);
 
 /* -- end cdef -- */
 ]=]
@@ -256,6 +346,7 @@ local _M = {
     NEEDS_HASH_KEY = 1,
     NEEDS_COOKIE = 2,
     NEEDS_TIMING = 4,
+    NEEDS_ROUTE = 8,
 
     -- ewma statistics slots (endpoints) when configure{ ewma_slots } is not given
     DEFAULT_EWMA_SLOTS = 65536,
@@ -299,6 +390,7 @@ local u64_out = ffi_new("uint64_t[1]")
 local core_out = ffi_new("ilb_core *[1]")
 local stats_out = ffi_new("ilb_stats *[1]")
 local info_out = ffi_new("ilb_backend_info")
+local u32_out = ffi_new("uint32_t[1]")
 local req = ffi_new("ilb_request")
 local peer = ffi_new("ilb_peer")
 
@@ -320,6 +412,9 @@ local C_ctx_init
 local C_pick
 local C_backend_info
 local C_hash_by
+local C_alternatives
+local C_route_headers
+local C_route
 local C_observe
 -- nil when the library predates the shared ewma statistics
 local C_stats_new
@@ -451,6 +546,9 @@ local function load()
     C_pick = clib.ilb_core_pick
     C_backend_info = clib.ilb_core_backend_info
     C_hash_by = clib.ilb_core_backend_hash_by
+    C_alternatives = clib.ilb_core_backend_alternatives
+    C_route_headers = clib.ilb_core_backend_route_headers
+    C_route = clib.ilb_core_route
     C_observe = clib.ilb_core_observe
 
     local function optional(sym)
@@ -730,11 +828,31 @@ function _M.warnings()
 end
 
 
--- backend_hash_by() of the configuration in force: the upstream-hash-by text, or
--- nil and the ilb_result code.
-local function fetch_hash_by(c, name)
+-- The warnings of the configuration in force ("" when none) when they differ
+-- from the ones last reported through `dict` (a shared dict: key
+-- "backends_warnings", shared by the workers), else nil: each distinct set of
+-- warnings is logged once, not once per worker or per update.
+function _M.new_warnings(dict)
+    local warnings = _M.warnings()
+    if not warnings or not dict then
+        return warnings ~= "" and warnings or nil
+    end
+    if dict:get("backends_warnings") == warnings then
+        return nil
+    end
+    dict:set("backends_warnings", warnings)
+    if warnings == "" then
+        return nil
+    end
+    return warnings
+end
+
+
+-- A text about backend `name` copied out by `fn` (ilb_core_backend_hash_by and
+-- the other functions with its buffer convention), or nil and the ilb_result code.
+local function fetch_text(fn, c, name)
     size_out[0] = 0
-    local rc = tonumber(C_hash_by(c, name, #name, err_buf, ERR_CAP, size_out))
+    local rc = tonumber(fn(c, name, #name, err_buf, ERR_CAP, size_out))
     if rc ~= ILB_OK then
         return nil, rc
     end
@@ -746,11 +864,44 @@ local function fetch_hash_by(c, name)
 
     -- longer than the scratch buffer: once more with room for all of it
     local buf = ffi_new("char[?]", len + 1)
-    rc = tonumber(C_hash_by(c, name, #name, buf, len + 1, size_out))
+    rc = tonumber(fn(c, name, #name, buf, len + 1, size_out))
     if rc ~= ILB_OK then
         return nil, rc
     end
     return ffi_string(buf, len)
+end
+
+
+local function lines(text)
+    local out = {}
+    for line in string.gmatch(text or "", "[^\n]+") do
+        out[#out + 1] = line
+    end
+    return out
+end
+
+
+-- The canary routing data of a backend with alternatives: the alternatives'
+-- names (in the core's numbering), the $http_ variables the decision reads, and
+-- an ilb_header array with their names filled in.
+local function describe_routes(c, name, d)
+    local alternatives = lines(fetch_text(C_alternatives, c, name))
+    if #alternatives == 0 then
+        return
+    end
+    local names = lines(fetch_text(C_route_headers, c, name))
+    local vars = {}
+    local headers = ffi_new("ilb_header[?]", #names + 1)
+    for i, h in ipairs(names) do
+        vars[i] = "http_" .. h
+        headers[i - 1].name = h
+        headers[i - 1].name_len = #h
+    end
+    d.alternatives = alternatives
+    d.route_names = names       -- keeps the strings the name pointers point to
+    d.route_vars = vars
+    d.route_headers = headers
+    d.route_values = {}         -- keeps the values alive during ilb_core_route
 end
 
 
@@ -792,8 +943,9 @@ local function describe(c, name)
         hash_by = nil,
     }
     if d.hash_key then
-        d.hash_by = fetch_hash_by(c, name) or ""
+        d.hash_by = fetch_text(C_hash_by, c, name) or ""
     end
+    describe_routes(c, name, d)
     return d
 end
 
@@ -846,7 +998,58 @@ function _M.hash_by(name)
     if not c or type(name) ~= "string" then
         return nil, ILB_UNKNOWN_BACKEND
     end
-    return fetch_hash_by(c, name)
+    return fetch_text(C_hash_by, c, name)
+end
+
+
+-- Canary routing for a request to the backend described by `d` (backend(name)):
+-- the name of the alternative backend the core sends it to, or nil for the
+-- backend itself (also when it has no alternatives, or on error: then nil and the
+-- ilb_result code). `cookie` is the Cookie request header as received (nil:
+-- none); `var` is ngx.var (or any table with the $http_ values by variable name).
+function _M.route(d, cookie, var)
+    local alternatives = d.alternatives
+    local c = core
+    if not alternatives or not c then
+        return nil
+    end
+
+    -- Only present headers are passed; their values are anchored in a table so the
+    -- collector (which may run while the next variable is fetched) keeps them.
+    local headers, values, vars = d.route_headers, d.route_values, d.route_vars
+    local n = 0
+    for i = 1, #vars do
+        local v = var[vars[i]]
+        if v then
+            values[i] = v
+            local h = headers[n]
+            h.name = d.route_names[i]
+            h.name_len = #d.route_names[i]
+            h.value = v
+            h.value_len = #v
+            n = n + 1
+        end
+    end
+
+    local rc = C_route(c, d.name, #d.name, cookie, cookie and #cookie or 0,
+                       headers, n, u32_out)
+
+    for i = 1, #vars do
+        values[i] = nil
+    end
+    for i = 0, n - 1 do
+        headers[i].value = nil
+        headers[i].value_len = 0
+    end
+
+    if rc ~= ILB_OK then
+        return nil, tonumber(rc)
+    end
+    local which = tonumber(u32_out[0])
+    if which == 0 then
+        return nil
+    end
+    return alternatives[which]
 end
 
 
@@ -1008,6 +1211,190 @@ function _M.observe(name, upstream_addr, upstream_status, connect_time,
         return nil, tonumber(rc)
     end
     return true
+end
+
+
+-- Certificates (SNI) ---------------------------------------------------------
+--
+-- The servers document (POST /configuration/servers) goes to the core like the
+-- backends document; lookups answer a certificate id, which certificate_pem()
+-- turns into the PEM text. Ids are Lua numbers: the core keeps them below 2^53,
+-- so they are exact, and usable as table keys (e.g. to cache parsed
+-- certificates: an id names one content, and changes when a uid's PEM does).
+
+_M.NO_CERTIFICATE = 7
+
+local ILB_INVALID_ARGUMENT = 2
+local ILB_NO_CERTIFICATE = 7
+
+-- set by load_certificates(); nil when the library predates the certificate store
+local C_apply_servers
+local C_validate_servers
+local C_servers_generation
+local C_certificate_lookup
+local C_certificate_pem
+
+-- scratch buffer for certificate_pem(), grown (once per larger size) when a PEM
+-- does not fit
+local pem_cap = 16384
+local pem_buf = ffi_new("char[?]", pem_cap)
+
+
+local function load_certificates()
+    if C_certificate_pem then
+        return true
+    end
+
+    local clib, err = load()
+    if not clib then
+        return nil, err
+    end
+
+    local ok, e = pcall(function()
+        C_apply_servers = clib.ilb_core_apply_servers
+        C_validate_servers = clib.ilb_core_validate_servers
+        C_servers_generation = clib.ilb_core_servers_generation
+        C_certificate_lookup = clib.ilb_core_certificate_lookup
+        C_certificate_pem = clib.ilb_core_certificate_pem
+    end)
+    if not ok then
+        C_certificate_pem = nil
+        return nil, "ingress-lb: " .. tostring(lib_path) .. " has no certificate store: "
+                    .. tostring(e)
+    end
+    return true
+end
+
+
+local function check_servers(publishes, json)
+    local ok, err = load_certificates()
+    if not ok then
+        return nil, err
+    end
+
+    if type(json) ~= "string" then
+        return nil, "servers document must be a string, got " .. type(json),
+               _M.INVALID_ARGUMENT
+    end
+
+    local c
+    c, err = get_core()
+    if not c then
+        return nil, err
+    end
+
+    local fn = publishes and C_apply_servers or C_validate_servers
+    size_out[0] = 0
+    local rc = tonumber(fn(c, json, #json, err_buf, ERR_CAP, size_out))
+    if rc == ILB_OK then
+        return true
+    end
+    return nil, last_error(rc), rc
+end
+
+
+-- Parse, validate and publish a servers document (the body of
+-- POST /configuration/servers: {"certificates": {uid: PEM}, "servers":
+-- {hostname: uid or "-1"}}) in this worker's core; the whole truth each time.
+-- Returns true, or nil, message, rc (rc is nil when the library or the core
+-- could not be set up).
+function _M.apply_servers(json)
+    return check_servers(true, json)
+end
+
+
+-- Same checks as apply_servers() without publishing anything.
+function _M.validate_servers(json)
+    return check_servers(false, json)
+end
+
+
+-- Number of servers documents this worker's core has published (0 before the
+-- first, or when the library cannot be loaded).
+function _M.servers_generation()
+    local c = core
+    if not c or not load_certificates() then
+        return 0
+    end
+    return tonumber(C_servers_generation(c))
+end
+
+
+-- The id (a Lua number) of the certificate for a handshake whose SNI is `sni`
+-- (nil: the client sent none), by the exact hostname, then the one-label
+-- wildcard, then "_"; or nil and the ilb_result code (NO_CERTIFICATE when
+-- nothing matches). Allocates nothing.
+function _M.certificate_id(sni)
+    local c = core
+    if not c then
+        return nil, ILB_NO_CERTIFICATE
+    end
+    if not C_certificate_lookup and not load_certificates() then
+        return nil, ILB_NO_CERTIFICATE
+    end
+    if sni ~= nil and type(sni) ~= "string" then
+        return nil, ILB_INVALID_ARGUMENT
+    end
+
+    -- sni stays referenced by this frame for the duration of the call
+    local rc = C_certificate_lookup(c, sni, sni and #sni or 0, u64_out)
+    if rc ~= ILB_OK then
+        return nil, tonumber(rc)
+    end
+    return tonumber(u64_out[0])
+end
+
+
+-- The PEM text (certificates and key, as POSTed) of the certificate with that
+-- id, or nil and a message (when a newer servers document replaced it, the
+-- message starts with "no certificate": look the SNI up again). Allocates the
+-- string.
+function _M.certificate_pem(id)
+    local c = core
+    if not c then
+        return nil, "no certificate: no servers document applied"
+    end
+    local ok, err = load_certificates()
+    if not ok then
+        return nil, err
+    end
+    if type(id) ~= "number" and type(id) ~= "cdata" then
+        return nil, "certificate id must be a number, got " .. type(id)
+    end
+
+    size_out[0] = 0
+    local rc = tonumber(C_certificate_pem(c, id, pem_buf, pem_cap, size_out))
+    if rc == ILB_INVALID_ARGUMENT then
+        local need = tonumber(size_out[0])
+        if need and need > pem_cap then
+            pem_cap = need
+            pem_buf = ffi_new("char[?]", pem_cap)
+            rc = tonumber(C_certificate_pem(c, id, pem_buf, pem_cap, size_out))
+        end
+    end
+
+    if rc == ILB_OK then
+        return ffi_string(pem_buf, size_out[0])
+    end
+    if rc == ILB_NO_CERTIFICATE then
+        return nil, "no certificate with id " .. tostring(id) .. " in force"
+    end
+    return nil, _M.result_name(rc)
+end
+
+
+-- true when a certificate with that id is in force (asks for its size: copies
+-- nothing, allocates nothing), else false.
+function _M.certificate_exists(id)
+    local c = core
+    if not c or not load_certificates()
+       or (type(id) ~= "number" and type(id) ~= "cdata")
+    then
+        return false
+    end
+    size_out[0] = 0
+    local rc = tonumber(C_certificate_pem(c, id, nil, 0, size_out))
+    return rc == ILB_OK or rc == ILB_INVALID_ARGUMENT
 end
 
 

@@ -70,7 +70,112 @@ static void check_ewma_stats(void) {
     ilb_core_free(core);
 }
 
-int main(void) {
+/* Certificates (SNI): argv[1] is tests/data/certs. */
+static size_t append_pem_json(char *out, size_t at, size_t cap, const char *dir, const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.pem", dir, name);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (f == NULL) return at;
+    out[at++] = '"';
+    int ch;
+    while ((ch = fgetc(f)) != EOF && at + 4 < cap) {
+        if (ch == '\n') { out[at++] = '\\'; out[at++] = 'n'; }
+        else if (ch == '"' || ch == '\\') { out[at++] = '\\'; out[at++] = (char)ch; }
+        else out[at++] = (char)ch;
+    }
+    fclose(f);
+    out[at++] = '"';
+    out[at] = '\0';
+    return at;
+}
+
+static void check_certificates(const char *dir) {
+    static char doc[32768];
+    static const char *const names[][2] = { { "d", "default" }, { "e", "exact" }, { "w", "wildcard" }, { "v2", "exact-v2" } };
+    ilb_core *core = NULL;
+    char err[256];
+    size_t err_len = 0, len = 0;
+    uint64_t id = 0, id2 = 0, d_id = 0;
+    char pem[8192];
+
+    size_t at = (size_t)snprintf(doc, sizeof doc, "{\"certificates\":{");
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        at += (size_t)snprintf(doc + at, sizeof doc - at, "%s\"%s\":", i ? "," : "", names[i][0]);
+        at = append_pem_json(doc, at, sizeof doc - 256, dir, names[i][1]);
+    }
+    size_t certs_end = at;
+    at += (size_t)snprintf(doc + at, sizeof doc - at,
+                           "},\"servers\":{\"_\":\"d\",\"exact.example.com\":\"e\",\"*.b.example.com\":\"w\"}}");
+
+    CHECK(ilb_core_new(&core) == ILB_OK);
+    CHECK(ilb_core_servers_generation(core) == 0);
+    CHECK(ilb_core_servers_generation(NULL) == 0);
+    CHECK(ilb_core_certificate_lookup(core, "exact.example.com", 17, &id) == ILB_NO_CERTIFICATE);
+    CHECK(strcmp(ilb_result_name(ILB_NO_CERTIFICATE), "ILB_NO_CERTIFICATE") == 0);
+
+    /* Rejections: nothing published. */
+    const char *bad = "{\"certificates\":{},\"servers\":{\"x.example.com\":\"nope\"}}";
+    CHECK(ilb_core_validate_servers(core, (const uint8_t *)bad, strlen(bad), err, sizeof err, &err_len) == ILB_CONFIG_REJECTED);
+    CHECK(ilb_core_apply_servers(core, (const uint8_t *)bad, strlen(bad), err, sizeof err, &err_len) == ILB_CONFIG_REJECTED);
+    CHECK(err_len == strlen(err) && strstr(err, "x.example.com") != NULL && strstr(err, "nope") != NULL);
+    CHECK(ilb_core_apply_servers(core, NULL, 0, err, sizeof err, &err_len) == ILB_CONFIG_REJECTED);
+    CHECK(ilb_core_apply_servers(core, NULL, 5, err, sizeof err, &err_len) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_apply_servers(NULL, (const uint8_t *)doc, at, NULL, 0, NULL) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_servers_generation(core) == 0);
+
+    /* Accept. */
+    CHECK(ilb_core_validate_servers(core, (const uint8_t *)doc, at, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(ilb_core_servers_generation(core) == 0);
+    CHECK(ilb_core_apply_servers(core, (const uint8_t *)doc, at, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(ilb_core_servers_generation(core) == 1);
+
+    /* Lookups. */
+    CHECK(ilb_core_certificate_lookup(core, NULL, 0, &d_id) == ILB_OK && d_id != 0);
+    CHECK(ilb_core_certificate_lookup(core, "unknown.test", 12, &id) == ILB_OK && id == d_id);
+    CHECK(ilb_core_certificate_lookup(core, "Exact.Example.Com.", 18, &id) == ILB_OK && id != d_id);
+    CHECK(ilb_core_certificate_lookup(core, "a.b.example.com", 15, &id2) == ILB_OK && id2 != id && id2 != d_id);
+    CHECK(ilb_core_certificate_lookup(core, "x.a.b.example.com", 17, &id2) == ILB_OK && id2 == d_id);
+    CHECK(id < ((uint64_t)1 << 53));
+    CHECK(ilb_core_certificate_lookup(NULL, NULL, 0, &id2) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_certificate_lookup(core, NULL, 3, &id2) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_certificate_lookup(core, "x", 1, NULL) == ILB_NULL_ARGUMENT);
+
+    /* PEM: ask for the size, then copy. */
+    len = 0;
+    CHECK(ilb_core_certificate_pem(core, id, NULL, 0, &len) == ILB_INVALID_ARGUMENT && len > 100);
+    size_t need = len;
+    memset(pem, 0x5a, sizeof pem);
+    CHECK(ilb_core_certificate_pem(core, id, pem, need - 1, &len) == ILB_INVALID_ARGUMENT && len == need);
+    CHECK((unsigned char)pem[0] == 0x5a);
+    CHECK(ilb_core_certificate_pem(core, id, pem, need, &len) == ILB_OK && len == need - 1);
+    CHECK(pem[len] == '\0' && strlen(pem) == len);
+    CHECK(strncmp(pem, "-----BEGIN CERTIFICATE-----\n", 28) == 0 && strstr(pem, "PRIVATE KEY-----") != NULL);
+    CHECK(ilb_core_certificate_pem(core, id ^ 1, pem, sizeof pem, &len) == ILB_NO_CERTIFICATE);
+    CHECK(ilb_core_certificate_pem(core, id, pem, sizeof pem, NULL) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_certificate_pem(core, id, NULL, 10, &len) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_certificate_pem(NULL, id, pem, sizeof pem, &len) == ILB_NULL_ARGUMENT);
+
+    /* New content for uid "e": a new id; the old one is gone. "-1" unserves. */
+    at = certs_end + (size_t)snprintf(doc + certs_end, sizeof doc - certs_end,
+                                      "},\"servers\":{\"_\":\"d\",\"exact.example.com\":\"v2\","
+                                      "\"*.b.example.com\":\"-1\"}}");
+    CHECK(ilb_core_apply_servers(core, (const uint8_t *)doc, at, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(ilb_core_servers_generation(core) == 2);
+    CHECK(ilb_core_certificate_lookup(core, "exact.example.com", 17, &id2) == ILB_OK && id2 != id && id2 != d_id);
+    CHECK(ilb_core_certificate_pem(core, id, pem, sizeof pem, &len) == ILB_NO_CERTIFICATE);
+    CHECK(ilb_core_certificate_pem(core, id2, pem, sizeof pem, &len) == ILB_OK && len == strlen(pem));
+    CHECK(ilb_core_certificate_lookup(core, "a.b.example.com", 15, &id2) == ILB_OK && id2 == d_id);
+
+    /* Without "_": a miss is ILB_NO_CERTIFICATE, out-parameter untouched. */
+    const char *none = "{\"certificates\":{},\"servers\":{}}";
+    CHECK(ilb_core_apply_servers(core, (const uint8_t *)none, strlen(none), NULL, 0, NULL) == ILB_OK);
+    id = 42;
+    CHECK(ilb_core_certificate_lookup(core, NULL, 0, &id) == ILB_NO_CERTIFICATE && id == 42);
+    ilb_core_free(core);
+}
+
+int main(int argc, char **argv) {
     ilb_core *core = NULL;
     char err[256];
     size_t err_len = 12345;
@@ -144,6 +249,8 @@ int main(void) {
     CHECK(ilb_core_warnings(core, NULL, 5, &err_len) == ILB_NULL_ARGUMENT);
 
     check_ewma_stats();
+    CHECK(argc > 1);
+    if (argc > 1) check_certificates(argv[1]);
 
     ilb_pick_ctx_init(NULL);
     ilb_core_free(core);
