@@ -18,6 +18,12 @@
 -- the retries nginx makes after a failed attempt reach the core with the peers
 -- already tried; log() returns it to the worker's free list.
 --
+-- Canary routing: when $proxy_upstream_name has alternativeBackends, the core
+-- decides (once per request, kept in ngx.ctx for the retries) whether the request
+-- goes to one of them, from the $http_ variables it names (core.backend(name)
+-- lists them) and $http_cookie; the chosen name goes to
+-- $proxy_alternative_upstream_name when the location declares it, as stock does.
+--
 -- Request data, by what the backend needs (core.backend(name), cached per
 -- configuration):
 --   hash key   the backend's upstream-hash-by expression evaluated as ingress-nginx's
@@ -81,6 +87,7 @@ local core_pick = core.pick
 local core_last_peer = core.last_peer
 local core_last_set_cookie = core.last_set_cookie
 local core_observe = core.observe
+local core_route = core.route
 local core_new_ctx = core.new_ctx
 local core_release_ctx = core.release_ctx
 local core_apply = core.apply
@@ -107,6 +114,9 @@ local SYNCED_AT_KEY_ALT = "backends_last_synced_at"
 local CTX_KEY = "ingress_lb_pick_ctx"
 -- the Set-Cookie value added by an earlier attempt of the request, in ngx.ctx
 local COOKIE_KEY = "ingress_lb_set_cookie"
+-- ngx.ctx key: the backend that serves this request (proxy_upstream_name or the
+-- canary the core routed it to), decided once and kept for the retries
+local BACKEND_KEY = "ingress_lb_backend"
 
 -- Like stock: never proxy to the controller's own status port on localhost.
 -- configuration.prohibited_localhost_port is set by nginx.tmpl in init_by_lua.
@@ -148,7 +158,6 @@ local last_generation
 local last_synced_at = 0
 local recheck_until = 0
 local rejected_document
-local warned_generation
 
 
 local function apply_document(document)
@@ -160,15 +169,12 @@ local function apply_document(document)
   local ok, err = core_apply(document)
   if ok then
     rejected_document = nil
-    -- what the core could not honour (e.g. an unknown load-balance name),
-    -- logged once per configuration change in each worker
-    local generation = core.generation()
-    if generation ~= warned_generation then
-      warned_generation = generation
-      local warnings = core.warnings()
-      if warnings and warnings ~= "" then
-        ngx_log(WARN, "backends configuration: ", warnings)
-      end
+    -- what the core could not honour (an unknown load-balance name, an invalid
+    -- canary header pattern, ...): each distinct set logged once (by the worker
+    -- that took the POST, or the first worker to apply it)
+    local warnings = core.new_warnings(configuration_data)
+    if warnings then
+      ngx_log(WARN, "backends configuration: ", warnings)
     end
     return true
   end
@@ -242,11 +248,63 @@ function _M.init_worker()
   if not ok then
     ngx_log(ERR, "error when setting up timer.every for sync_backends: ", err)
   end
+
+  -- certificates by SNI (certificate.lua, when installed): nginx.tmpl's
+  -- init_worker only calls balancer.init_worker(), so the servers document's
+  -- sync starts here
+  local cert_ok, certificate = pcall(require, "certificate")
+  if cert_ok and type(certificate) == "table" and certificate.init_worker then
+    certificate.init_worker()
+  elseif not cert_ok and not string_find(tostring(certificate),
+                                         "module 'certificate' not found", 1, true) then
+    ngx_log(ERR, "could not load certificate.lua: ", tostring(certificate))
+  end
+end
+
+
+local function set_alternative_name(name)
+  ngx_var.proxy_alternative_upstream_name = name
+end
+local alternative_name_declared
+
+
+-- The backend serving this request: $proxy_upstream_name, or the alternative
+-- (canary) backend the core routes the request to. Decided once per request (in
+-- rewrite(), or in balance() when rewrite() is not wired) and kept in ngx.ctx, so
+-- every retry goes to the same backend. Like stock, the chosen alternative's name
+-- is put in $proxy_alternative_upstream_name when the location declares it.
+local function request_backend(ctx)
+  local name = ctx[BACKEND_KEY]
+  if name then
+    return name
+  end
+
+  name = ngx_var.proxy_upstream_name
+  if not name then
+    return nil
+  end
+  local d = core_backend(name)
+  if d.alternatives then
+    local alternative, rc = core_route(d, ngx_var.http_cookie, ngx_var)
+    if alternative then
+      name = alternative
+      if alternative_name_declared then
+        ngx_var.proxy_alternative_upstream_name = alternative
+      elseif alternative_name_declared == nil then
+        alternative_name_declared = pcall(set_alternative_name, alternative)
+      end
+    elseif rc then
+      ngx_log(WARN, "canary routing failed for backend ", name, " (",
+              result_name(rc), "), using it")
+    end
+  end
+  ctx[BACKEND_KEY] = name
+  return name
 end
 
 
 function _M.rewrite()
-  if not core_backend(ngx_var.proxy_upstream_name).serves then
+  if not core_backend(request_backend(ngx.ctx)).serves then
     ngx.status = ngx.HTTP_SERVICE_UNAVAILABLE
     return ngx.exit(ngx.status)
   end
@@ -306,12 +364,12 @@ end
 
 
 function _M.balance()
-  local backend_name = ngx_var.proxy_upstream_name
+  local ctx = ngx.ctx
+  local backend_name = request_backend(ctx)
   if not backend_name then
     return
   end
 
-  local ctx = ngx.ctx
   local pick_ctx = ctx[CTX_KEY]
   if not pick_ctx then
     local err
@@ -400,7 +458,7 @@ function _M.log()
   ctx[CTX_KEY] = nil
   core_release_ctx(pick_ctx)
 
-  local backend_name = ngx_var.proxy_upstream_name
+  local backend_name = ctx[BACKEND_KEY] or ngx_var.proxy_upstream_name
   if not core_backend(backend_name).timing then
     return
   end
@@ -429,7 +487,7 @@ local function get_balancer_by_upstream_name(upstream_name)
 end
 
 local function get_balancer()
-  return get_balancer_by_upstream_name(ngx_var.proxy_upstream_name)
+  return get_balancer_by_upstream_name(request_backend(ngx.ctx))
 end
 
 -- Not provided (they operate on stock's per-algorithm Lua objects):

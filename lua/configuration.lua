@@ -3,7 +3,7 @@
 -- methods, status codes, response texts, shared dicts and keys), wired the same
 -- way:  location /configuration { content_by_lua_block { configuration.call() } }
 --
--- Differences from stock, all on POST /configuration/backends:
+-- Differences from stock on POST /configuration/backends:
 --   * the document is checked by the ingress-lb core before anything is stored:
 --     a rejected document gets 400 with the core's message as the body, nothing is
 --     stored and every worker keeps its configuration;
@@ -11,6 +11,24 @@
 --   * besides "backends" and "raw_backends_last_synced_at", the counter
 --     "backends_generation" is incremented, so that balancer.lua in every worker
 --     re-reads the document exactly once per accepted POST.
+--
+-- Differences from stock on POST /configuration/servers (certificates; read by
+-- certificate.lua):
+--   * the document is checked by the core first (core.apply_servers, which
+--     changes nothing when it rejects a document, and parses each new
+--     certificate once where validate + apply would parse it twice): a
+--     rejected one (bad JSON, a PEM that does not parse, a key that does not
+--     match its certificate, ...) gets 400 with the core's message as the body,
+--     nothing is stored and every worker keeps its certificates;
+--   * the document is the whole truth: it is stored as is under "servers" in
+--     configuration_data (safe_set: it never evicts the backends; size the dict
+--     for both), the counter "servers_generation" there is incremented, this
+--     worker applies it at once and the others at their next look (every 0.25 s,
+--     and before any handshake); a hostname absent from the latest POST is no
+--     longer served (stock keeps serving it);
+--   * certificate_servers and certificate_data are still written exactly as
+--     stock writes them (so GET /configuration/certs answers as stock), after
+--     the document is in force.
 --
 -- Shared dicts: configuration_data (required), certificate_data and
 -- certificate_servers (for /configuration/servers and /configuration/certs),
@@ -37,6 +55,13 @@ local EMPTY_UID = "-1"
 
 local GENERATION_KEY = "backends_generation"
 
+-- the servers document (POST /configuration/servers) and its change counter;
+-- certificate.lua reads them in every worker
+local SERVERS_KEY = "servers"
+local SERVERS_GENERATION_KEY = "servers_generation"
+-- what a worker has before any servers document: no certificate
+local EMPTY_SERVERS = '{"servers":{},"certificates":{}}'
+
 local _M = {}
 
 -- cjson is only needed by /configuration/servers
@@ -47,6 +72,16 @@ local function get_cjson()
     cjson = ok and mod or false
   end
   return cjson
+end
+
+-- certificate.lua, when it can be loaded (it needs lua-resty-core's ngx.ssl)
+local certificate
+local function get_certificate()
+  if certificate == nil then
+    local ok, mod = pcall(require, "certificate")
+    certificate = ok and type(mod) == "table" and mod or false
+  end
+  return certificate
 end
 
 function _M.get_backends_data()
@@ -102,31 +137,14 @@ local function get_pem_cert(hostname)
   return certificate_data:get(uid)
 end
 
-local function handle_servers()
-  if ngx.var.request_method ~= "POST" then
-    ngx.status = ngx.HTTP_BAD_REQUEST
-    ngx.print("Only POST requests are allowed!")
-    return
-  end
-
-  local json = get_cjson()
-  if not json then
-    ngx.log(ngx.ERR, "could not parse configuration: the cjson module is not available")
-    ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
-    return
-  end
-
-  local raw_configuration = fetch_request_body()
-
-  local configuration, err = json.decode(raw_configuration)
-  if type(configuration) ~= "table" then
-    ngx.log(ngx.ERR, "could not parse configuration: ", err)
-    ngx.status = ngx.HTTP_BAD_REQUEST
-    return
-  end
-
-  local err_buf = {}
-
+-- The servers document (hostname -> certificate uid, uid -> PEM) is the whole
+-- truth: the core checks it first (400 with its message, nothing stored), then
+-- it is stored under SERVERS_KEY, SERVERS_GENERATION_KEY is incremented and this
+-- worker applies it at once (certificate.lua: the other workers within
+-- SYNC_INTERVAL, or at their next handshake). certificate_servers and
+-- certificate_data are then written exactly as stock writes them, for the tools
+-- that read them (GET /configuration/certs).
+local function store_stock_dicts(configuration, err_buf)
   for server, uid in pairs(configuration.servers or {}) do
     if uid == EMPTY_UID then
       -- the certificate itself stays: other servers may use it
@@ -164,7 +182,99 @@ local function handle_servers()
         .. "LRU entry has been removed to store %s", uid))
     end
   end
+end
 
+-- Put this worker's certificates back on the document the other workers use.
+-- Apply a POSTed `kind` document ("backends", "servers") in this worker's core
+-- with `apply` before anything is stored: true, or false after answering 400 with
+-- the core's reason (500 when the library is missing or a bug was caught).
+local function apply_or_reject(kind, apply, document)
+  local ok, err, rc = apply(document)
+  if ok then
+    return true
+  end
+  if rc == core.CONFIG_REJECTED or rc == core.INVALID_ARGUMENT then
+    ngx.log(ngx.WARN, "dynamic-configuration: ", kind, " rejected: ", err)
+    ngx.status = ngx.HTTP_BAD_REQUEST
+  else
+    ngx.log(ngx.ERR, "dynamic-configuration: could not check ", kind, ": ", err)
+    ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
+  end
+  ngx.print(err)
+  return false
+end
+
+local function restore_stored_servers()
+  local ok, err = core.apply_servers(configuration_data:get(SERVERS_KEY) or EMPTY_SERVERS)
+  if not ok then
+    ngx.log(ngx.ERR, "dynamic-configuration: could not restore the stored servers: ", err)
+  end
+end
+
+local function handle_servers()
+  if ngx.var.request_method ~= "POST" then
+    ngx.status = ngx.HTTP_BAD_REQUEST
+    ngx.print("Only POST requests are allowed!")
+    return
+  end
+
+  -- an empty body is refused by the core, with its message
+  local raw_configuration = fetch_request_body() or ""
+
+  -- checked by the core, and in use in this worker, before anything is stored:
+  -- one parse of every new certificate (core.validate_servers and then
+  -- core.apply_servers would parse each twice, seconds for thousands)
+  if not apply_or_reject("servers", core.apply_servers, raw_configuration) then
+    return
+  end
+
+  -- the whole document for every worker; safe_set: never evict the backends
+  local success, err = configuration_data:safe_set(SERVERS_KEY, raw_configuration)
+  if not success then
+    ngx.log(ngx.ERR, "dynamic-configuration: could not store the servers document (",
+            #raw_configuration, " bytes) in configuration_data: ", tostring(err),
+            "; make lua_shared_dict configuration_data larger")
+    restore_stored_servers()
+    ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
+    return
+  end
+
+  -- last: a worker that sees the new counter finds the new document
+  local generation
+  generation, err = configuration_data:incr(SERVERS_GENERATION_KEY, 1, 0)
+  if not generation then
+    ngx.log(ngx.ERR, "dynamic-configuration: could not increment ",
+            SERVERS_GENERATION_KEY, ": ", tostring(err))
+    ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
+    return
+  end
+
+  -- this worker has it in force: certificate.lua notes the generation (the
+  -- core recognises the document it already has without decoding it)
+  local certificate = get_certificate()
+  if certificate then
+    certificate.apply_servers(raw_configuration, generation)
+  end
+
+  -- the stock dicts, for the tools that read them
+  local json = get_cjson()
+  if not json then
+    ngx.log(ngx.ERR, "could not parse configuration: the cjson module is not available")
+    ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
+    return
+  end
+
+  local configuration
+  configuration, err = json.decode(raw_configuration)
+  if type(configuration) ~= "table" then
+    -- the core accepted it: not expected
+    ngx.log(ngx.ERR, "could not parse configuration: ", err)
+    ngx.status = ngx.HTTP_BAD_REQUEST
+    return
+  end
+
+  local err_buf = {}
+  store_stock_dicts(configuration, err_buf)
   if #err_buf > 0 then
     ngx.log(ngx.ERR, table.concat(err_buf))
     ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
@@ -247,22 +357,16 @@ local function handle_backends()
   end
 
   -- check (and use, in this worker) before storing anything
-  local ok, err, rc = core.apply(backends)
-  if not ok then
-    if rc == core.CONFIG_REJECTED or rc == core.INVALID_ARGUMENT then
-      ngx.log(ngx.WARN, "dynamic-configuration: backends rejected: ", err)
-      ngx.status = ngx.HTTP_BAD_REQUEST
-    else
-      -- library missing, or a bug caught by the core
-      ngx.log(ngx.ERR, "dynamic-configuration: could not check backends: ", err)
-      ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
-    end
-    ngx.print(err)
+  if not apply_or_reject("backends", core.apply, backends) then
     return
   end
 
-  local success
-  success, err = configuration_data:set("backends", backends)
+  local warnings = core.new_warnings(configuration_data)
+  if warnings then
+    ngx.log(ngx.WARN, "backends configuration: ", warnings)
+  end
+
+  local success, err = configuration_data:set("backends", backends)
   if not success then
     ngx.log(ngx.ERR, "dynamic-configuration: error updating configuration: " .. tostring(err))
     restore_stored_backends()

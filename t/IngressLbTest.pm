@@ -184,6 +184,7 @@ sub ingress_server {
             set $location_path "/";
             set $balancer_ewma_score -1;
             set $proxy_upstream_name $http_x_backend;
+            set $proxy_alternative_upstream_name "";
 @@ROUTE@@
             proxy_connect_timeout 2s;
             proxy_next_upstream error timeout;
@@ -192,6 +193,7 @@ sub ingress_server {
             add_header X-Upstream-Addr $upstream_addr always;
             add_header X-Worker-Pid $pid always;
             add_header X-Ewma-Score $balancer_ewma_score always;
+            add_header X-Alternative $proxy_alternative_upstream_name always;
 
             proxy_pass http://upstream_balancer;
 @@LOG@@

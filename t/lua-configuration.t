@@ -182,15 +182,20 @@ get: 200 [{"controllerPodsCount":2}]
 --- config
     location = /t {
         content_by_lua_block {
-            local servers = '{"servers":{"example.com":"uid-1","old.example.com":"-1"},'
-                .. '"certificates":{"uid-1":"PEM-1"}}'
+            local f = assert(io.open("$TEST_NGINX_ILB_LUA_DIR/../tests/data/certs/exact.pem"))
+            local pem = f:read("*a")
+            f:close()
+            local servers = require("cjson").encode({
+                servers = { ["example.com"] = "uid-1", ["old.example.com"] = "-1" },
+                certificates = { ["uid-1"] = pem },
+            })
             ngx.shared.certificate_servers:set("old.example.com", "uid-0")
             ngx.shared.ocsp_response_cache:set("uid-1", "stale")
             ngx.shared.certificate_data:set("uid-1", "PEM-0")
             local status, body = T.request_raw("POST", "/configuration/servers", servers)
             ngx.say("post: ", status, " [", body, "]")
             status, body = T.request_raw("GET", "/configuration/certs?hostname=example.com")
-            ngx.say("example.com: ", status, " [", body, "]")
+            ngx.say("example.com: ", status, " [", body == pem and "exact.pem" or body, "]")
             status, body = T.request_raw("GET", "/configuration/certs?hostname=old.example.com")
             ngx.say("old.example.com: ", status, " [", body, "]")
             ngx.say("ocsp cache of the renewed certificate: ",
@@ -199,14 +204,17 @@ get: 200 [{"controllerPodsCount":2}]
             ngx.say("bad: ", status, " [", body, "]")
         }
     }
---- response_body
-post: 201 []
-example.com: 200 [PEM-1]
-old.example.com: 404 [No key associated with this hostname.]
+--- response_body_like
+^post: 201 \[\]
+example.com: 200 \[exact.pem\]
+old.example.com: 404 \[No key associated with this hostname.\]
 ocsp cache of the renewed certificate: nil
-bad: 400 []
+bad: 400 \[invalid servers JSON: [^\]]+\]
 --- error_log
-could not parse configuration
+dynamic-configuration: servers rejected: invalid servers JSON
+--- no_error_log
+[error]
+[alert]
 
 
 

@@ -50,9 +50,9 @@ end
 -- sends `req` (a list of strings) on a new connection to 127.0.0.1:`port` (over
 -- TLS when `tls`) and reads the response: its head and its body, or nil and an
 -- error text
-local function exchange(port, tls, req)
+local function exchange(port, tls, req, timeout)
     local sock = ngx.socket.tcp()
-    sock:settimeout(5000)
+    sock:settimeout(timeout or 5000)
     local ok, err = sock:connect("127.0.0.1", port)
     if not ok then
         return nil, "connect: " .. tostring(err)
@@ -145,6 +145,9 @@ function T.ep(which, address)
 end
 
 -- one backend as the controller serialises it. opts:
+--   alternatives = { name, ... }     alternativeBackends (its canaries)
+--   policy = { weight = 20, header = "X-Canary", ... }
+--                                    trafficShapingPolicy (and noServer: a canary)
 --   hash_by, subset, subset_size     upstreamHashByConfig
 --   load_balance                     "load-balance"
 --   affinity = { mode = "balanced"|"persistent", cookie = {...} }
@@ -180,7 +183,21 @@ function T.backend(name, endpoints, opts)
             cookieSessionAffinity = opts.affinity.cookie or { name = "INGRESSCOOKIE" },
         }
     end
-    return cjson.encode(b)
+    if opts.alternatives then
+        b.alternativeBackends = opts.alternatives
+    end
+    if opts.policy then
+        -- a canary, as the controller writes it
+        b.noServer = true
+        local p = opts.policy
+        b.trafficShapingPolicy = {
+            weight = p.weight or 0, weightTotal = p.weightTotal or 0,
+            header = p.header or "", headerValue = p.headerValue or "",
+            headerPattern = p.headerPattern or "", cookie = p.cookie or "",
+        }
+    end
+    -- cjson writes an empty table as an object
+    return (cjson.encode(b):gsub('"endpoints":{}', '"endpoints":[]'))
 end
 
 function T.doc(...)
@@ -414,6 +431,257 @@ function T.ewma(name, letters)
         eps[i] = T.ep(l)
     end
     return T.backend(name, eps, { load_balance = "ewma" })
+end
+
+
+-- TLS certificates (t/lua-certificates.t) ----------------------------------------
+
+-- the contents of a file, or nil and a message
+function T.read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then
+        return nil, err
+    end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+-- tests/data/certs/<name>.pem (certificate, chain, key, as the controller sends
+-- them); T.CERTS is that directory
+function T.pem(name)
+    return assert(T.read_file(T.CERTS .. "/" .. name .. ".pem"))
+end
+
+-- a servers document as the controller writes it: `servers` hostname -> uid
+-- ("-1": none), `certificates` uid -> PEM
+function T.servers_doc(servers, certificates)
+    return cjson.encode({ servers = servers or {}, certificates = certificates or {} })
+end
+
+-- T.TLS_TIMEOUT: milliseconds the certificate helpers wait (a POST of thousands
+-- of certificates takes seconds, and so does the first handshake with a worker
+-- that applies it meanwhile)
+T.TLS_TIMEOUT = 60000
+
+-- one HTTP/1.0 exchange with 127.0.0.1:`port` waiting up to T.TLS_TIMEOUT:
+-- status, body as received
+local function slow_request(port, method, path, body)
+    local req = { method, " ", path, " HTTP/1.0\r\nHost: localhost\r\n" }
+    add_body(req, body)
+    local head, rest = exchange(port, false, req, T.TLS_TIMEOUT)
+    if not head then
+        return nil, rest
+    end
+    return tonumber(head:match("^HTTP/%d%.%d (%d+)")), rest
+end
+
+-- POST /configuration/servers; "status [body]"
+function T.post_servers(doc)
+    local status, body = slow_request(T.FRONT, "POST", "/configuration/servers", doc)
+    return tostring(status) .. " [" .. tostring(body) .. "]"
+end
+
+-- In a location whose lua_ssl_trusted_certificate is a single certificate (or
+-- CA): a TLS handshake with 127.0.0.1:`port`, SNI `sni` (none when nil or ""),
+-- verifying the certificate the server presents against that trust. Returns
+--   "trusted <body>"  the server presented it and it matches `sni`: `path` (default
+--                     "/") was then requested over the connection, <body> is the
+--                     answer;
+--   "trusted"         the server presented it (verified), for another name;
+--   "untrusted"       the server presented another certificate;
+--   "error: ..."      no handshake.
+-- The error the last sslhandshake() of cosocket `sock` ended with (as
+-- lua-resty-core words it), or nil
+local ffi = require("ffi")
+local hs_session = ffi.new("void *[1]")
+local hs_errmsg = ffi.new("char *[1]")
+local hs_code = ffi.new("int[1]")
+local function handshake_error(sock)
+    require("resty.core.socket")  -- declares the function
+    local base = require("resty.core.base")
+    hs_code[0] = 0
+    hs_errmsg[0] = nil
+    local rc = ffi.C.ngx_http_lua_ffi_socket_tcp_get_sslhandshake_result(
+        base.get_request(), sock[1], hs_session, hs_errmsg, hs_code)
+    if rc == base.FFI_OK then
+        return nil
+    end
+    local msg = hs_errmsg[0] ~= nil and ffi.string(hs_errmsg[0]) or "unknown error"
+    if hs_code[0] ~= 0 then
+        return hs_code[0] .. ": " .. msg
+    end
+    return msg
+end
+
+local function tls_probe(port, sni, path)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(T.TLS_TIMEOUT)
+    local ok, err = sock:connect("127.0.0.1", port)
+    if not ok then
+        return "error: connect: " .. tostring(err)
+    end
+    local done, session
+    -- reused_session false, then the result fetched here: when the handshake
+    -- completes at once, lua-resty-core 0.1.25 (Debian 12) reports success and
+    -- then fails an assertion on the verification error (or, with false, says
+    -- nothing of it)
+    done, session, err = pcall(sock.sslhandshake, sock, false, sni, true)
+    if not done then
+        -- the caller tries again
+        sock:close()
+        return nil, session
+    end
+    if session then
+        err = handshake_error(sock)
+        session = err == nil
+    end
+    if not session then
+        sock:close()
+        err = tostring(err)
+        -- lua-nginx-module checks the chain first ("<code>: <reason>"), then the
+        -- name ("certificate host mismatch")
+        if err:find("certificate host mismatch", 1, true) then
+            return "trusted"
+        end
+        if err:find("^%d+: ") then
+            return "untrusted"
+        end
+        return "error: " .. err
+    end
+    ok, err = sock:send("GET " .. (path or "/") .. " HTTP/1.0\r\nHost: "
+                        .. (sni or "localhost") .. "\r\n\r\n")
+    if not ok then
+        sock:close()
+        return "error: send: " .. tostring(err)
+    end
+    local data
+    data, err = sock:receive("*a")
+    sock:close()
+    if not data then
+        return "error: receive: " .. tostring(err)
+    end
+    return "trusted " .. (data:match("\r\n\r\n(.-)\n?$") or data)
+end
+
+function T.tls_probe(port, sni, path)
+    if sni == "" then
+        sni = nil
+    end
+    local result, err
+    for _ = 1, 5 do
+        result, err = tls_probe(port, sni, path)
+        if result then
+            return result
+        end
+    end
+    return "error: " .. tostring(err)
+end
+
+-- The certificates (names of T.TLS_CANDIDATES) the TLS server T.PORTS.tls presents
+-- for `sni` (nil or "": no SNI), asking each probe location /tls-probe/<name> of
+-- the server at `probe_port` (default: this request's server): "exact",
+-- "none", or "error: ..." (several names joined by "+").
+function T.served(sni, probe_port)
+    probe_port = probe_port or tonumber(ngx.var.server_port)
+    local found = {}
+    for _, name in ipairs(T.TLS_CANDIDATES) do
+        local status, body = slow_request(probe_port, "GET", "/tls-probe/" .. name
+                                          .. "?sni=" .. (sni or ""))
+        body = tostring(body):gsub("\n$", "")
+        if status ~= 200 then
+            return "error: probe " .. name .. ": " .. tostring(status) .. " " .. tostring(body)
+        end
+        if body:find("^error") then
+            return body
+        end
+        if body:find("^trusted") then
+            found[#found + 1] = name
+        end
+    end
+    if #found == 0 then
+        return "none"
+    end
+    return table.concat(found, "+")
+end
+
+-- GET `path` over TLS from 127.0.0.1:T.PORTS.tls with SNI `sni` (not verified);
+-- status, body (without its trailing newline)
+function T.tls_get(sni, path, headers)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(T.TLS_TIMEOUT)
+    local ok, err = sock:connect("127.0.0.1", T.PORTS.tls)
+    if not ok then
+        return nil, "connect: " .. tostring(err)
+    end
+    if sni == "" then
+        sni = nil
+    end
+    ok, err = sock:sslhandshake(false, sni, false)
+    if not ok then
+        sock:close()
+        return nil, "tls: " .. tostring(err)
+    end
+    local req = { "GET ", path or "/", " HTTP/1.0\r\n" }
+    local has_host = false
+    for k, v in pairs(headers or {}) do
+        has_host = has_host or k:lower() == "host"
+        req[#req + 1] = k .. ": " .. v .. "\r\n"
+    end
+    if not has_host then
+        req[#req + 1] = "Host: " .. (sni or "localhost") .. "\r\n"
+    end
+    req[#req + 1] = "\r\n"
+    ok, err = sock:send(req)
+    if not ok then
+        sock:close()
+        return nil, "send: " .. tostring(err)
+    end
+    local data
+    data, err = sock:receive("*a")
+    sock:close()
+    if not data then
+        return nil, "receive: " .. tostring(err)
+    end
+    local head, body = data:match("^(.-)\r\n\r\n(.*)$")
+    if not head then
+        return nil, "malformed response: " .. data
+    end
+    return tonumber(head:match("^HTTP/%d%.%d (%d+)")), (body:gsub("\n$", ""))
+end
+
+-- Canary routing: n requests for backend `name` with request headers `headers`
+-- (a table; nil: none). "a/-=3 b/web-canary=7": the answering endpoint and the
+-- $proxy_alternative_upstream_name the location saw ("-" when empty), counted.
+function T.routes(n, name, headers)
+    local counts = {}
+    for _ = 1, n do
+        local h = { ["X-Backend"] = name }
+        for k, v in pairs(headers or {}) do
+            h[k] = v
+        end
+        local status, body, hdrs = T.request("GET", "/", h)
+        local key
+        if status == 200 then
+            local alt = T.header(hdrs, "X-Alternative")
+            key = body .. "/" .. ((alt and alt ~= "") and alt or "-")
+        else
+            key = "status" .. tostring(status or body)
+        end
+        counts[key] = (counts[key] or 0) + 1
+    end
+    return T.counts(counts)
+end
+
+-- "ok" if `count` successes out of `n` are within `sds` standard deviations of
+-- the binomial mean for probability `p`, else the count and the bounds
+function T.binomial(count, n, p, sds)
+    local mean, sd = n * p, math.sqrt(n * p * (1 - p))
+    local lo, hi = mean - sds * sd, mean + sds * sd
+    if count >= lo and count <= hi then
+        return "ok"
+    end
+    return string.format("%d outside [%.0f, %.0f]", count, lo, hi)
 end
 
 return T
