@@ -148,9 +148,9 @@ No backends configuration has been posted yet.
 
 
 
-=== TEST 6: paths other than .../backends are 404 "Not found!"
+=== TEST 6: paths other than .../backends, .../servers and .../certs are 404 "Not found!"
 --- request eval
-["GET /configuration/general", "POST /configuration/servers\n{}", "GET /configuration/backends/x"]
+["GET /configuration/general", "POST /configuration/general\n{}", "GET /configuration/backends/x"]
 --- error_code eval
 [404, 404, 404]
 --- response_body eval

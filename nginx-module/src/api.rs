@@ -1,11 +1,20 @@
 //! `ingress_lb_configuration`: the controller-facing endpoint, after ingress-nginx's
-//! `configuration.lua` (`/configuration/backends`).
+//! `configuration.lua` (`/configuration/backends`, `/configuration/servers`,
+//! `/configuration/certs`).
 //!
 //! * `GET  …/backends` → 200 with the JSON in force (404 when none was posted yet).
 //! * `POST …/backends` → validated and applied by the core, stored in the shared zone
 //!   (every worker picks it up), 201. Invalid → 400 with the core's message, nothing
-//!   changed. Too large for the zone → 413.
-//! * other methods → 400 "Only POST and GET requests are allowed!"; other paths → 404.
+//!   changed. Too large for the zone → 413. Other methods → 400 "Only POST and GET
+//!   requests are allowed!".
+//! * `POST …/servers` → the same for the servers document (certificates by hostname),
+//!   stored in the servers zone; other methods → 400 "Only POST requests are allowed!".
+//! * `GET  …/certs?hostname=h` → 200 with the PEM in force for exactly `h` (no
+//!   wildcard or default fallback; `*.example.com` and `_` name those entries), 404
+//!   "No key associated with this hostname." otherwise, 400 "Hostname must be
+//!   specified." without `hostname`; other methods → 400 "Only GET requests are
+//!   allowed!".
+//! * other paths → 404 (400 for methods other than GET and POST).
 
 use ngx::ffi::{
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
@@ -16,7 +25,7 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
-use crate::shared::{StoreError, Zone};
+use crate::shared::{Kind, StoreError, Zone};
 use crate::util::{guard, request_log, send_response};
 use crate::Module;
 
@@ -33,15 +42,127 @@ pub(crate) extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     })
 }
 
-fn zone_of(r: *mut ngx_http_request_t) -> Option<Zone> {
+fn zone_of(r: *mut ngx_http_request_t, kind: Kind) -> Option<Zone> {
     // SAFETY: r is a valid request of an http{} configuration using this module.
-    Module::main_conf(unsafe { &*r }).and_then(|m| m.zone())
+    Module::main_conf(unsafe { &*r }).and_then(|m| m.zone_of(kind))
 }
 
-/// True when the request path is `…/backends`.
-fn is_backends_path(r: &ngx_http_request_t) -> bool {
+/// What the request path names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `…/backends` or `…/servers`: a document.
+    Document(Kind),
+    /// `…/certs`
+    Certs,
+    Unknown,
+}
+
+fn endpoint(r: &ngx_http_request_t) -> Endpoint {
     let uri = r.uri.as_bytes();
-    uri == b"/backends" || uri.ends_with(b"/backends")
+    if uri.ends_with(b"/backends") {
+        Endpoint::Document(Kind::Backends)
+    } else if uri.ends_with(b"/servers") {
+        Endpoint::Document(Kind::Servers)
+    } else if uri.ends_with(b"/certs") {
+        Endpoint::Certs
+    } else {
+        Endpoint::Unknown
+    }
+}
+
+/// Discard the request body and send a small response.
+///
+/// # Safety
+/// `r` must be a valid request whose header was not sent yet.
+unsafe fn reply(r: *mut ngx_http_request_t, status: u32, body: &[u8]) -> ngx_int_t {
+    // SAFETY: r is valid.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != ngx::ffi::NGX_OK as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: r is valid, header not sent.
+    unsafe { send_response(r, status as ngx_uint_t, TEXT, body) }
+}
+
+/// Copy `data` into the request pool (so it outlives a lock or a borrow): null on
+/// allocation failure.
+fn pool_copy(r: *mut ngx_http_request_t, data: &[u8]) -> (*mut u8, usize) {
+    // SAFETY: r is valid; the result is null or data.len() bytes of its pool.
+    let p = unsafe { ngx_pnalloc((*r).pool, data.len().max(1)) } as *mut u8;
+    if !p.is_null() {
+        // SAFETY: p has room for data.len() bytes.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+    }
+    (p, data.len())
+}
+
+/// The value of the query argument `name`, percent-decoded (`+` stays a `+`), as
+/// `ngx.req.get_uri_args()` gives it to ingress-nginx's `configuration.lua`.
+fn query_arg(args: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    args.split(|&b| b == b'&').find_map(|pair| {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// `GET …/certs?hostname=h`, as ingress-nginx's `handle_certs`.
+///
+/// # Safety
+/// `r` must be a valid request whose header was not sent yet.
+unsafe fn handle_certs(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is valid.
+    let req = unsafe { &*r };
+    if req.method as u32 != NGX_HTTP_GET {
+        // SAFETY: r is valid, header not sent.
+        return unsafe { reply(r, NGX_HTTP_BAD_REQUEST, b"Only GET requests are allowed!") };
+    }
+    let Some(hostname) = query_arg(req.args.as_bytes(), b"hostname") else {
+        // SAFETY: r is valid, header not sent.
+        return unsafe { reply(r, NGX_HTTP_BAD_REQUEST, b"Hostname must be specified.") };
+    };
+    let Some(zone) = zone_of(r, Kind::Servers) else {
+        // SAFETY: r is valid.
+        crate::shared::log_no_zone(unsafe { request_log(r) }, Kind::Servers);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    // SAFETY: r is valid.
+    zone.sync(unsafe { request_log(r) });
+    let pem = crate::core().certificate_for_hostname_with(&hostname, |c| c.map(|c| pool_copy(r, c.pem)));
+    // SAFETY: r is valid, header not sent; p..p+len lives in the request pool.
+    unsafe {
+        match pem {
+            Some((p, _)) if p.is_null() => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+            Some((p, len)) => {
+                let rc = ngx_http_discard_request_body(r);
+                if rc != ngx::ffi::NGX_OK as ngx_int_t {
+                    return rc;
+                }
+                send_response(r, NGX_HTTP_OK as ngx_uint_t, TEXT, core::slice::from_raw_parts(p, len))
+            }
+            None => reply(r, NGX_HTTP_NOT_FOUND, b"No key associated with this hostname."),
+        }
+    }
 }
 
 unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -49,31 +170,25 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let req = unsafe { &mut *r };
     let method = req.method as u32;
 
-    if method != NGX_HTTP_GET && method != NGX_HTTP_POST {
-        // SAFETY: r is valid.
-        let rc = unsafe { ngx_http_discard_request_body(r) };
-        if rc != ngx::ffi::NGX_OK as ngx_int_t {
-            return rc;
+    let kind = match endpoint(req) {
+        // SAFETY (all three): r is valid, header not sent.
+        Endpoint::Certs => return unsafe { handle_certs(r) },
+        Endpoint::Document(Kind::Servers) if method != NGX_HTTP_POST => {
+            return unsafe { reply(r, NGX_HTTP_BAD_REQUEST, b"Only POST requests are allowed!") };
         }
-        // SAFETY: r is valid, header not sent.
-        return unsafe {
-            send_response(r, NGX_HTTP_BAD_REQUEST as ngx_uint_t, TEXT, b"Only POST and GET requests are allowed!")
-        };
-    }
-
-    if !is_backends_path(req) {
-        // SAFETY: r is valid.
-        let rc = unsafe { ngx_http_discard_request_body(r) };
-        if rc != ngx::ffi::NGX_OK as ngx_int_t {
-            return rc;
+        Endpoint::Document(kind) if method == NGX_HTTP_GET || method == NGX_HTTP_POST => kind,
+        Endpoint::Document(_) => {
+            return unsafe { reply(r, NGX_HTTP_BAD_REQUEST, b"Only POST and GET requests are allowed!") };
         }
-        // SAFETY: r is valid, header not sent.
-        return unsafe { send_response(r, NGX_HTTP_NOT_FOUND as ngx_uint_t, TEXT, b"Not found!") };
-    }
+        Endpoint::Unknown if method != NGX_HTTP_GET && method != NGX_HTTP_POST => {
+            return unsafe { reply(r, NGX_HTTP_BAD_REQUEST, b"Only POST and GET requests are allowed!") };
+        }
+        Endpoint::Unknown => return unsafe { reply(r, NGX_HTTP_NOT_FOUND, b"Not found!") },
+    };
 
-    let Some(zone) = zone_of(r) else {
+    let Some(zone) = zone_of(r, kind) else {
         // SAFETY: r is valid.
-        crate::shared::log_no_zone(unsafe { request_log(r) });
+        crate::shared::log_no_zone(unsafe { request_log(r) }, kind);
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
 
@@ -86,18 +201,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         // SAFETY: r is valid.
         zone.sync(unsafe { request_log(r) });
         // Copy the document into the request pool under the zone's lock, send it after.
-        let pool = req.pool;
-        let copy = zone.with_document(|doc| {
-            doc.map(|doc| {
-                // SAFETY: the request pool is valid; the result is null or doc.len() bytes.
-                let p = unsafe { ngx_pnalloc(pool, doc.len().max(1)) } as *mut u8;
-                if !p.is_null() {
-                    // SAFETY: p has room for doc.len() bytes.
-                    unsafe { core::ptr::copy_nonoverlapping(doc.as_ptr(), p, doc.len()) };
-                }
-                (p, doc.len())
-            })
-        });
+        let copy = zone.with_document(|doc| doc.map(|doc| pool_copy(r, doc)));
         // SAFETY: r is valid, header not sent; p..p+len was filled above and lives as long
         // as the request.
         return unsafe {
@@ -125,7 +229,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             return rc;
         }
         // SAFETY: r is valid, header not sent.
-        return unsafe { too_large(r, declared as usize, zone.capacity()) };
+        return unsafe { too_large(r, kind, declared as usize, zone.capacity()) };
     }
 
     // SAFETY: r is valid; body_handler finalizes the request once the body is read.
@@ -136,13 +240,20 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     ngx::ffi::NGX_DONE as ngx_int_t
 }
 
-unsafe fn too_large(r: *mut ngx_http_request_t, size: usize, cap: usize) -> ngx_int_t {
+unsafe fn too_large(r: *mut ngx_http_request_t, kind: Kind, size: usize, cap: usize) -> ngx_int_t {
     let msg = format!(
         "configuration is {size} bytes, larger than the {cap} bytes the shared zone can hold \
-         (raise ingress_lb_zone)"
+         (raise {})",
+        kind.directive()
     );
-    // SAFETY: r is valid.
-    ngx_log_error!(NGX_LOG_WARN, unsafe { request_log(r) }, "ingress_lb: rejected backends configuration: {}", msg);
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        // SAFETY: r is valid.
+        unsafe { request_log(r) },
+        "ingress_lb: rejected {} configuration: {}",
+        kind.what(),
+        msg
+    );
     // SAFETY: r is valid, header not sent.
     unsafe { send_response(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t, TEXT, msg.as_bytes()) }
 }
@@ -224,8 +335,12 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     if unsafe { (*r).connection.as_ref() }.is_some_and(|c| c.error() != 0) {
         return ngx::ffi::NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t;
     }
-    let Some(zone) = zone_of(r) else {
-        crate::shared::log_no_zone(log);
+    // SAFETY: r is valid.
+    let Endpoint::Document(kind) = endpoint(unsafe { &*r }) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let Some(zone) = zone_of(r, kind) else {
+        crate::shared::log_no_zone(log, kind);
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let cap = zone.capacity();
@@ -237,13 +352,28 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
         // SAFETY: r is valid, header not sent.
-        Err(Some(size)) => return unsafe { too_large(r, size, cap) },
+        Err(Some(size)) => return unsafe { too_large(r, kind, size, cap) },
     };
 
     // Bring this worker up to date first, so the core builds on the configuration in force.
     zone.sync(log);
 
-    let report = match crate::core().apply_backends(&body) {
+    let applied = match kind {
+        Kind::Backends => crate::core().apply_backends(&body).map(|report| {
+            format!("{} backends, {} rebuilt, {} reused", report.backends, report.rebuilt, report.reused)
+        }),
+        Kind::Servers => crate::core().apply_servers(&body).map(|report| {
+            format!(
+                "{} hostnames, {} certificates, {} parsed, {} reused{}",
+                report.hostnames,
+                report.certificates,
+                report.parsed,
+                report.reused,
+                if report.unchanged { ", unchanged" } else { "" }
+            )
+        }),
+    };
+    let report = match applied {
         Ok(report) => report,
         Err(err) => {
             let status = match err {
@@ -251,7 +381,7 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
                 _ => NGX_HTTP_BAD_REQUEST,
             };
             let msg = err.to_string();
-            ngx_log_error!(NGX_LOG_WARN, log, "ingress_lb: rejected backends configuration: {}", msg);
+            ngx_log_error!(NGX_LOG_WARN, log, "ingress_lb: rejected {} configuration: {}", kind.what(), msg);
             // SAFETY: r is valid, header not sent.
             return unsafe { send_response(r, status as ngx_uint_t, TEXT, msg.as_bytes()) };
         }
@@ -262,26 +392,27 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         Err(StoreError::TooLarge { size, cap }) => {
             // Checked above; kept for completeness. The local core already applied the
             // document: restore the zone's one so this worker agrees with the others.
-            crate::shared::force_resync();
+            crate::shared::force_resync(kind);
             zone.sync(log);
             // SAFETY: r is valid, header not sent.
-            return unsafe { too_large(r, size, cap) };
+            return unsafe { too_large(r, kind, size, cap) };
         }
     };
 
     // The warnings of the configuration now in force, and of the shared ewma
     // statistics (a full table), as the core reports them.
-    for w in crate::core().warnings().lines() {
-        ngx_log_error!(NGX_LOG_WARN, log, "ingress_lb: backends configuration: {}", w);
+    if kind == Kind::Backends {
+        for w in crate::core().warnings().lines() {
+            ngx_log_error!(NGX_LOG_WARN, log, "ingress_lb: backends configuration: {}", w);
+        }
     }
     ngx::ngx_log_debug!(
         log,
-        "ingress_lb: backends configuration generation {} stored ({} bytes, {} backends, {} rebuilt, {} reused)",
+        "ingress_lb: {} configuration generation {} stored ({} bytes, {})",
+        kind.what(),
         generation,
         body.len(),
-        report.backends,
-        report.rebuilt,
-        report.reused
+        report
     );
     // SAFETY: r is valid, header not sent.
     unsafe { send_response(r, NGX_HTTP_CREATED as ngx_uint_t, "", b"") }

@@ -120,7 +120,36 @@ unsafe fn init_peer_inner(
     }
 
     // SAFETY: r is valid and var_index a variable index of this configuration.
-    let name = unsafe { variable(r, scf.var_index as ngx_uint_t) }.unwrap_or(&[]);
+    let mut name = unsafe { variable(r, scf.var_index as ngx_uint_t) }.unwrap_or(&[]);
+    let core = crate::core();
+    let mut info = core.backend_info(name);
+    let mut cookie = None;
+    if info.is_some_and(|i| i.has_alternatives) {
+        // Canary routing, once per request: the retries stay in the chosen backend.
+        // SAFETY: r is valid; the joined header (if several) lands in its pool.
+        let Some(c) = (unsafe { reqdata::cookie(r) }) else {
+            return ngx::ffi::NGX_ERROR as ngx_int_t;
+        };
+        cookie = Some(c);
+        let headers = crate::canary::RequestHeaders(r);
+        let alternative = core.route_with(name, reqdata::bytes(&c), &headers, |alt| {
+            // SAFETY: r is valid; alternative_index is the variable's index (set with
+            // the balancer's variables when the upstream was configured).
+            alt.map(|(alt, _)| {
+                mcf.alternative_index >= 0
+                    && unsafe { crate::util::store_variable(r, mcf.alternative_index as usize, alt.as_bytes()) }
+            })
+        });
+        if let Ok(Some(stored)) = alternative {
+            if !stored {
+                return ngx::ffi::NGX_ERROR as ngx_int_t;
+            }
+            // The name now lives in the variable's value (request pool).
+            // SAFETY: r is valid and alternative_index an index of this configuration.
+            name = unsafe { variable(r, mcf.alternative_index as ngx_uint_t) }.unwrap_or(&[]);
+            info = core.backend_info(name);
+        }
+    }
     // SAFETY: the request pool is valid; copy so the name cannot change under us.
     let name_copy = unsafe { ngx_pnalloc(req.pool, name.len().max(1)) } as *mut u8;
     // SAFETY: the pool returns memory aligned for any object (NGX_ALIGNMENT) or null.
@@ -151,8 +180,7 @@ unsafe fn init_peer_inner(
         score_index: mcf.score_index,
     };
 
-    let core = crate::core();
-    data.info = core.backend_info(name);
+    data.info = info;
     if let Some(info) = data.info {
         if info.needs_hash_key {
             // SAFETY: r is valid; the key lands in request memory.
@@ -166,7 +194,10 @@ unsafe fn init_peer_inner(
             // SAFETY: r is valid; every value is request memory.
             let fetched = unsafe {
                 (|| {
-                    data.cookie = reqdata::cookie(r)?;
+                    data.cookie = match cookie {
+                        Some(c) => c,
+                        None => reqdata::cookie(r)?,
+                    };
                     data.host = reqdata::host(r)?;
                     data.location_path = reqdata::location_path(r)?;
                     data.user_agent = reqdata::user_agent(r);

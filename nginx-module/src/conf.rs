@@ -15,7 +15,7 @@ use ngx::http::{
 };
 use ngx::ngx_conf_log_error;
 
-use crate::shared::{self, Zone};
+use crate::shared::{self, Kind, Zone};
 use crate::Module;
 
 /// Variable read when a directive names none: the one ingress-nginx sets per location.
@@ -24,6 +24,11 @@ pub(crate) const DEFAULT_VARIABLE: &str = "proxy_upstream_name";
 /// Default size of the shared zone when a directive needs it and `ingress_lb_zone` is
 /// absent: ingress-nginx's `lua_shared_dict configuration_data 20M`.
 pub(crate) const DEFAULT_ZONE_SIZE: usize = 20 * 1024 * 1024;
+
+/// Default size of the servers (certificates) zone: 10 000 certificates of up to
+/// 6.3 KiB of JSON text each (an RSA-2048 leaf, its key and one intermediate take
+/// 4-6 KiB of PEM; the JSON escapes of the newlines add about 70 bytes).
+pub(crate) const DEFAULT_SERVERS_ZONE_SIZE: usize = 64 * 1024 * 1024;
 
 /// Smallest accepted zone (8 pages, as nginx's own zones require).
 pub(crate) const MIN_ZONE_SIZE: usize = 32 * 1024;
@@ -38,6 +43,12 @@ pub(crate) struct MainConf {
     pub(crate) shm_zone: *mut ngx::ffi::ngx_shm_zone_t,
     /// Size given by `ingress_lb_zone` (0 = not given).
     pub(crate) zone_size: usize,
+    /// The servers (certificates) zone, once added (with the backends zone).
+    pub(crate) servers_shm_zone: *mut ngx::ffi::ngx_shm_zone_t,
+    /// Size given by `ingress_lb_servers_zone` (0 = not given).
+    pub(crate) servers_zone_size: usize,
+    /// Some server has `ingress_lb_certificate on`.
+    pub(crate) certificate_used: bool,
     /// Some directive of the module is used, so the zone is needed.
     pub(crate) used: bool,
     /// Some location has `ingress_lb_route` enabled: install the preaccess handler.
@@ -51,6 +62,8 @@ pub(crate) struct MainConf {
     pub(crate) ewma_zone_size: usize,
     /// Index of `$balancer_ewma_score` (-1 until an upstream uses `ingress_lb`).
     pub(crate) score_index: isize,
+    /// Index of `$proxy_alternative_upstream_name` (-1 until an upstream uses `ingress_lb`).
+    pub(crate) alternative_index: isize,
     /// Indexes of the upstream variables reported to the core after a response.
     pub(crate) upstream_vars: UpstreamVars,
 }
@@ -70,38 +83,110 @@ impl Default for MainConf {
         MainConf {
             shm_zone: ptr::null_mut(),
             zone_size: 0,
+            servers_shm_zone: ptr::null_mut(),
+            servers_zone_size: 0,
+            certificate_used: false,
             used: false,
             route_used: false,
             balancer_used: false,
             ewma_shm_zone: ptr::null_mut(),
             ewma_zone_size: 0,
             score_index: UNSET,
+            alternative_index: UNSET,
             upstream_vars: UpstreamVars { addr: UNSET, status: UNSET, connect_time: UNSET, response_time: UNSET },
         }
     }
 }
 
 impl MainConf {
-    /// The shared zone, if configured and initialised.
+    /// The backends zone, if configured and initialised.
     #[inline]
     pub(crate) fn zone(&self) -> Option<Zone> {
         // SAFETY: shm_zone is null or the zone nginx returned, valid for the cycle.
-        unsafe { Zone::from_shm_zone(self.shm_zone) }
+        unsafe { Zone::from_shm_zone(self.shm_zone, Kind::Backends) }
+    }
+
+    /// The servers (certificates) zone, if configured and initialised.
+    #[inline]
+    pub(crate) fn servers_zone(&self) -> Option<Zone> {
+        // SAFETY: servers_shm_zone is null or the zone nginx returned, valid for the cycle.
+        unsafe { Zone::from_shm_zone(self.servers_shm_zone, Kind::Servers) }
+    }
+
+    /// The zone holding the document of `kind`.
+    #[inline]
+    pub(crate) fn zone_of(&self, kind: Kind) -> Option<Zone> {
+        match kind {
+            Kind::Backends => self.zone(),
+            Kind::Servers => self.servers_zone(),
+        }
     }
 }
 
-/// Per-upstream configuration (`ingress_lb` inside `upstream {}`); also allocated for
-/// every `server {}`, where it is unused.
+/// Per-upstream configuration (`ingress_lb` inside `upstream {}`) and per-server
+/// configuration (`ingress_lb_certificate`, in `http {}` and `server {}`).
 #[derive(Debug)]
 pub(crate) struct SrvConf {
     /// Index of the variable holding the backend name, or -1 when `ingress_lb` is absent.
     pub(crate) var_index: isize,
+    /// `ingress_lb_certificate`: -1 unset, 0 off, 1 on.
+    pub(crate) certificate: isize,
+    /// `ingress_lb_certificate` was given in this very block (not inherited).
+    pub(crate) certificate_here: bool,
 }
 
 impl Default for SrvConf {
     fn default() -> Self {
-        SrvConf { var_index: UNSET }
+        SrvConf { var_index: UNSET, certificate: UNSET, certificate_here: false }
     }
+}
+
+/// `merge_srv_conf`: `ingress_lb_certificate` is inherited from `http {}`, default off.
+pub(crate) unsafe extern "C" fn merge_srv_conf(
+    _cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the structures create_srv_conf allocated.
+    let (prev, conf) = unsafe { (&*(prev as *const SrvConf), &mut *(conf as *mut SrvConf)) };
+    if conf.certificate == UNSET {
+        conf.certificate = if prev.certificate == UNSET { 0 } else { prev.certificate };
+    }
+    NGX_CONF_OK
+}
+
+/// `ingress_lb_certificate on | off;`
+pub(crate) unsafe extern "C" fn set_certificate(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our server configuration (NGX_HTTP_SRV_CONF_OFFSET).
+    let scf = unsafe { &mut *(conf as *mut SrvConf) };
+    if scf.certificate != UNSET {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: NGX_CONF_TAKE1 guarantees args[1].
+    let arg = unsafe { args(cf)[1] };
+    scf.certificate = match arg.as_bytes() {
+        b"on" => 1,
+        b"off" => 0,
+        _ => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid value \"{}\", it must be \"on\" or \"off\"", arg);
+            return NGX_CONF_ERROR;
+        }
+    };
+    scf.certificate_here = true;
+    if scf.certificate == 1 {
+        if !cfg!(ngx_ssl) {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "ingress_lb_certificate needs nginx built with SSL");
+            return NGX_CONF_ERROR;
+        }
+        let Some(mcf) = main_conf(cf) else { return NGX_CONF_ERROR };
+        mcf.used = true;
+        mcf.certificate_used = true;
+    }
+    NGX_CONF_OK
 }
 
 /// Per-location configuration.
@@ -238,6 +323,23 @@ pub(crate) unsafe extern "C" fn set_zone(
     NGX_CONF_OK
 }
 
+/// `ingress_lb_servers_zone SIZE;`
+pub(crate) unsafe extern "C" fn set_servers_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our main configuration (NGX_HTTP_MAIN_CONF_OFFSET).
+    let mcf = unsafe { &mut *(conf as *mut MainConf) };
+    if mcf.servers_zone_size != 0 {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    let Ok(size) = zone_size_arg(cf) else { return NGX_CONF_ERROR };
+    mcf.servers_zone_size = size;
+    mcf.used = true;
+    NGX_CONF_OK
+}
+
 /// `ingress_lb_ewma_zone SIZE;`
 pub(crate) unsafe extern "C" fn set_ewma_zone(
     cf: *mut ngx_conf_t,
@@ -300,6 +402,7 @@ pub(crate) unsafe extern "C" fn set_upstream(
         // and reads after the response (the upstream module's).
         let indexes = (|| {
             mcf.score_index = named_variable_index(cf, crate::ewma::SCORE_VARIABLE)?;
+            mcf.alternative_index = named_variable_index(cf, crate::canary::ALTERNATIVE_VARIABLE)?;
             mcf.upstream_vars = UpstreamVars {
                 addr: named_variable_index(cf, "upstream_addr")?,
                 status: named_variable_index(cf, "upstream_status")?,
@@ -389,9 +492,24 @@ pub(crate) unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     }
     let size = if mcf.zone_size != 0 { mcf.zone_size } else { DEFAULT_ZONE_SIZE };
     // SAFETY: cf is valid during postconfiguration; mcf lives as long as the cycle.
-    mcf.shm_zone = unsafe { shared::add_zone(cf, size) };
+    mcf.shm_zone = unsafe { shared::add_zone(cf, Kind::Backends, size) };
     if mcf.shm_zone.is_null() {
         return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+    let size = if mcf.servers_zone_size != 0 { mcf.servers_zone_size } else { DEFAULT_SERVERS_ZONE_SIZE };
+    // SAFETY: as above.
+    mcf.servers_shm_zone = unsafe { shared::add_zone(cf, Kind::Servers, size) };
+    if mcf.servers_shm_zone.is_null() {
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+
+    // `ingress_lb_certificate on`: the handshake callback on each such server's SSL_CTX.
+    #[cfg(ngx_ssl)]
+    if mcf.certificate_used {
+        // SAFETY: cf is valid during postconfiguration; every server is merged.
+        if unsafe { crate::certificate::install(cf, mcf) }.is_err() {
+            return ngx::ffi::NGX_ERROR as ngx_int_t;
+        }
     }
 
     if mcf.balancer_used {

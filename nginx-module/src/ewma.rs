@@ -22,13 +22,11 @@
 //!   `set`, the variable is "not found" (empty).
 
 use core::ffi::c_void;
-use core::ptr;
 
 use ingress_lb::SharedStats;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_get_flushed_variable, ngx_http_request_t, ngx_http_variable_value_t,
-    ngx_int_t, ngx_log_t, ngx_pnalloc, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t,
-    NGX_HTTP_VAR_CHANGEABLE, NGX_LOG_EMERG, NGX_LOG_ERR,
+    ngx_conf_t, ngx_http_get_flushed_variable, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_shm_zone_t,
+    ngx_slab_alloc, ngx_slab_pool_t, ngx_uint_t, NGX_LOG_EMERG, NGX_LOG_ERR,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::{ngx_log_debug, ngx_log_error};
@@ -171,32 +169,8 @@ pub(crate) unsafe fn init_process(shm_zone: *mut ngx_shm_zone_t, log: *mut ngx_l
 /// # Safety
 /// `cf` must be a valid configuration context.
 pub(crate) unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut name = ngx_str_t { data: SCORE_VARIABLE.as_ptr() as *mut u8, len: SCORE_VARIABLE.len() };
-    // SAFETY: cf is valid; nginx copies the name.
-    let v = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_CHANGEABLE as ngx_uint_t) };
-    if v.is_null() {
-        return ngx::ffi::NGX_ERROR as ngx_int_t;
-    }
-    // SAFETY: v is the variable nginx just added.
-    unsafe { (*v).get_handler = Some(score_variable) };
-    ngx::ffi::NGX_OK as ngx_int_t
-}
-
-/// Get handler of `$balancer_ewma_score` before any value was stored: not found.
-unsafe extern "C" fn score_variable(
-    _r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _data: usize,
-) -> ngx_int_t {
-    // SAFETY: nginx passes the request's value slot to fill.
-    unsafe {
-        (*v).set_len(0);
-        (*v).set_valid(0);
-        (*v).set_no_cacheable(0);
-        (*v).set_not_found(1);
-        (*v).data = ptr::null_mut();
-    }
-    ngx::ffi::NGX_OK as ngx_int_t
+    // SAFETY: per the contract.
+    unsafe { crate::util::add_changeable_variable(cf, SCORE_VARIABLE) }
 }
 
 /// Store `score` as the request's `$balancer_ewma_score` (variable index `index`), as
@@ -209,24 +183,8 @@ pub(crate) unsafe fn set_score(r: *mut ngx_http_request_t, index: usize, score: 
     // SAFETY: buf has room for 32 bytes including the NUL; the format takes one double.
     let n = unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), c"%.14g".as_ptr(), score) };
     let n = (n.max(0) as usize).min(buf.len() - 1);
-    // SAFETY: r is valid.
-    let data = unsafe { ngx_pnalloc((*r).pool, n.max(1)) } as *mut u8;
-    if data.is_null() {
-        return false;
-    }
-    // SAFETY: data has room for n bytes; index is within r->variables (indexed at
-    // configuration time, so every request's array has it).
-    unsafe {
-        ptr::copy_nonoverlapping(buf.as_ptr(), data, n);
-        let v = &mut *(*r).variables.add(index);
-        v.set_len(n as u32);
-        v.set_valid(1);
-        v.set_no_cacheable(0);
-        v.set_not_found(0);
-        v.set_escape(0);
-        v.data = data;
-    }
-    true
+    // SAFETY: per the contract.
+    unsafe { crate::util::store_variable(r, index, &buf[..n]) }
 }
 
 /// LOG phase handler: report the attempts of a request to an ewma backend.

@@ -6,8 +6,14 @@
 //! * `ingress_lb_zone SIZE;` (http) — a shared memory zone holding the backends JSON in
 //!   force and a generation counter, so that every worker process applies the same
 //!   configuration ([`shared`]).
-//! * `ingress_lb_configuration;` (location) — `GET`/`POST <prefix>/backends`, the
-//!   controller-facing endpoint of ingress-nginx's `configuration.lua` ([`api`]).
+//! * `ingress_lb_servers_zone SIZE;` (http) — a second zone, of the same layout, for the
+//!   servers document (the certificates by hostname) ([`shared`]).
+//! * `ingress_lb_configuration;` (location) — `GET`/`POST <prefix>/backends`,
+//!   `POST <prefix>/servers` and `GET <prefix>/certs?hostname=`, the controller-facing
+//!   endpoint of ingress-nginx's `configuration.lua` ([`api`]).
+//! * `ingress_lb_certificate on | off;` (http, server) — during the TLS handshake,
+//!   the certificate the servers document gives the SNI name replaces the server's
+//!   static `ssl_certificate` ([`certificate`]).
 //! * `ingress_lb [$variable];` (upstream) — a peer selector that asks the core for an
 //!   endpoint on every try of a request ([`balancer`]).
 //! * `ingress_lb_route on | off | $variable;` (http, server, location) — the 503 check of
@@ -26,6 +32,9 @@
 
 mod api;
 mod balancer;
+mod canary;
+#[cfg(ngx_ssl)]
+mod certificate;
 mod conf;
 mod ewma;
 mod hashkey;
@@ -68,7 +77,12 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx calls preconfiguration with a valid configuration context.
-        unsafe { ewma::add_variables(cf) }
+        unsafe {
+            if ewma::add_variables(cf) != ngx::ffi::NGX_OK as ngx_int_t {
+                return ngx::ffi::NGX_ERROR as ngx_int_t;
+            }
+            canary::add_variables(cf)
+        }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
@@ -111,12 +125,12 @@ static NGX_HTTP_INGRESS_LB_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
     create_srv_conf: Some(Module::create_srv_conf),
-    merge_srv_conf: None,
+    merge_srv_conf: Some(conf::merge_srv_conf),
     create_loc_conf: Some(Module::create_loc_conf),
     merge_loc_conf: Some(conf::merge_loc_conf),
 };
 
-static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 6] = [
+static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 8] = [
     ngx_command_t {
         name: ngx_string!("ingress_lb_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
@@ -154,6 +168,22 @@ static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 6] = [
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
         set: Some(conf::set_ewma_zone),
         conf: NGX_HTTP_MAIN_CONF_OFFSET as ngx::ffi::ngx_uint_t,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ingress_lb_servers_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
+        set: Some(conf::set_servers_zone),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET as ngx::ffi::ngx_uint_t,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ingress_lb_certificate"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
+        set: Some(conf::set_certificate),
+        conf: NGX_HTTP_SRV_CONF_OFFSET as ngx::ffi::ngx_uint_t,
         offset: 0,
         post: ptr::null_mut(),
     },
@@ -198,6 +228,10 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         };
         if let Some(zone) = mcf.zone() {
             let _ = core();
+            zone.sync(log);
+        }
+        // The certificates too: parsed here once, not during the first handshake.
+        if let Some(zone) = mcf.servers_zone() {
             zone.sync(log);
         }
         // SAFETY: the ewma zone pointer is null or the zone added for this cycle.

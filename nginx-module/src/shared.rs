@@ -1,7 +1,11 @@
-//! The shared memory zone: the backends JSON in force for all workers, plus a
-//! generation counter.
+//! The shared memory zones: the documents in force for all workers, each with a
+//! generation counter. Two zones of the same layout, one document each ([`Kind`]):
+//! the backends JSON (zone `ingress_lb`, `ingress_lb_zone`) and the servers JSON with
+//! the certificates (zone `ingress_lb_servers`, `ingress_lb_servers_zone`). Separate
+//! zones, so that resizing one at a reload keeps the other's document (nginx keeps a
+//! zone across a reload only when its size did not change).
 //!
-//! Layout (inside an nginx slab pool, zone name `ingress_lb`):
+//! Layout (inside an nginx slab pool):
 //! a [`Shared`] header and one data block made of every page left free at zone
 //! creation. The JSON is stored in place in the data block under the slab pool's mutex,
 //! so a document up to the block's capacity always fits and a store never fails half
@@ -23,10 +27,56 @@ use ngx::ffi::{
 };
 use ngx::{ngx_conf_log_error, ngx_log_debug, ngx_log_error};
 
-/// Name of the shared memory zone.
+/// Name of the backends zone.
 pub(crate) const ZONE_NAME: &str = "ingress_lb";
 
-const MAGIC: u64 = u64::from_le_bytes(*b"ILBZONE1");
+/// Name of the servers (certificates) zone.
+pub(crate) const SERVERS_ZONE_NAME: &str = "ingress_lb_servers";
+
+/// The document a zone holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `POST /configuration/backends`, applied with `Core::apply_backends`.
+    Backends = 0,
+    /// `POST /configuration/servers`, applied with `Core::apply_servers`.
+    Servers = 1,
+}
+
+impl Kind {
+    fn magic(self) -> u64 {
+        match self {
+            Kind::Backends => u64::from_le_bytes(*b"ILBZONE1"),
+            Kind::Servers => u64::from_le_bytes(*b"ILBSRVS1"),
+        }
+    }
+
+    pub(crate) fn zone_name(self) -> &'static str {
+        match self {
+            Kind::Backends => ZONE_NAME,
+            Kind::Servers => SERVERS_ZONE_NAME,
+        }
+    }
+
+    /// What the document is called in log lines and responses.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Kind::Backends => "backends",
+            Kind::Servers => "servers",
+        }
+    }
+
+    /// The directive that sizes the zone.
+    pub(crate) fn directive(self) -> &'static str {
+        match self {
+            Kind::Backends => "ingress_lb_zone",
+            Kind::Servers => "ingress_lb_servers_zone",
+        }
+    }
+
+    fn last_applied(self) -> &'static AtomicU64 {
+        &LAST_APPLIED[self as usize]
+    }
+}
 
 /// Header at the start of the zone's allocations.
 #[repr(C)]
@@ -43,15 +93,16 @@ struct Shared {
     data: *mut u8,
 }
 
-/// Generation of the configuration this process last applied (per process: workers
-/// are forked before they touch it).
-static LAST_APPLIED: AtomicU64 = AtomicU64::new(0);
+/// Generation of the document of each [`Kind`] this process last applied (per
+/// process: workers are forked before they touch it).
+static LAST_APPLIED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-/// A handle on the initialised zone (valid for the cycle it belongs to).
+/// A handle on an initialised zone (valid for the cycle it belongs to).
 #[derive(Clone, Copy)]
 pub(crate) struct Zone {
     pool: *mut ngx_slab_pool_t,
     hdr: *mut Shared,
+    kind: Kind,
 }
 
 /// Why a store was refused.
@@ -80,13 +131,17 @@ impl Drop for Locked {
     }
 }
 
-/// Add the module's zone to the configuration being read.
+/// Add the module's zone for `kind` to the configuration being read.
 ///
 /// # Safety
 /// `cf` must be a valid configuration context.
-pub(crate) unsafe fn add_zone(cf: *mut ngx_conf_t, size: usize) -> *mut ngx_shm_zone_t {
+pub(crate) unsafe fn add_zone(cf: *mut ngx_conf_t, kind: Kind, size: usize) -> *mut ngx_shm_zone_t {
+    let init = match kind {
+        Kind::Backends => zone_init_backends,
+        Kind::Servers => zone_init_servers,
+    };
     // SAFETY: forwarded caller contract.
-    unsafe { add_module_zone(cf, ZONE_NAME, size, zone_init) }
+    unsafe { add_module_zone(cf, kind.zone_name(), size, init) }
 }
 
 /// Add a shared zone of this module (`name`, `size`, initialised by `init`) to the
@@ -115,18 +170,28 @@ pub(crate) unsafe fn add_module_zone(
     zone
 }
 
-/// `shm_zone->init`: lay out a new zone, or take over the one of the previous cycle
-/// (same name and size after a reload: the configuration in force is kept).
-extern "C" fn zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+/// `shm_zone->init` of the backends zone.
+extern "C" fn zone_init_backends(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    zone_init(shm_zone, data, Kind::Backends)
+}
+
+/// `shm_zone->init` of the servers zone.
+extern "C" fn zone_init_servers(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    zone_init(shm_zone, data, Kind::Servers)
+}
+
+/// Lay out a new zone, or take over the one of the previous cycle (same name and size
+/// after a reload: the document in force is kept).
+fn zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void, kind: Kind) -> ngx_int_t {
     // SAFETY: nginx passes a valid zone whose slab pool it has initialised.
     let log = unsafe { (*shm_zone).shm.log };
     crate::util::guard(log, "zone init", ngx::ffi::NGX_ERROR as ngx_int_t, || {
         // SAFETY: as above; the data of a reused zone is the header we created earlier.
-        unsafe { zone_init_inner(shm_zone, data) }
+        unsafe { zone_init_inner(shm_zone, data, kind) }
     })
 }
 
-unsafe fn zone_init_inner(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+unsafe fn zone_init_inner(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void, kind: Kind) -> ngx_int_t {
     // SAFETY: the zone memory starts with the slab pool nginx initialised.
     let (zone, pool) = unsafe { (&mut *shm_zone, (*shm_zone).shm.addr as *mut ngx_slab_pool_t) };
     if !data.is_null() {
@@ -147,13 +212,13 @@ unsafe fn zone_init_inner(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> n
 
     // SAFETY: the pool is initialised and nothing else uses it yet.
     let Some((block, cap)) = (unsafe { alloc_largest(pool) }) else {
-        ngx_log_error!(NGX_LOG_EMERG, zone.shm.log, "ingress_lb: zone \"{}\" is too small", ZONE_NAME);
+        ngx_log_error!(NGX_LOG_EMERG, zone.shm.log, "ingress_lb: zone \"{}\" is too small", kind.zone_name());
         return ngx::ffi::NGX_ERROR as ngx_int_t;
     };
 
     // SAFETY: hdr is a fresh, suitably aligned slab allocation of size_of::<Shared>().
     unsafe {
-        hdr.write(Shared { magic: MAGIC, generation: AtomicU64::new(0), len: 0, cap, data: block });
+        hdr.write(Shared { magic: kind.magic(), generation: AtomicU64::new(0), len: 0, cap, data: block });
         (*pool).data = hdr.cast();
     }
     zone.data = hdr.cast();
@@ -194,18 +259,18 @@ pub(crate) unsafe fn alloc_largest(pool: *mut ngx_slab_pool_t) -> Option<(*mut u
 
 impl Zone {
     /// # Safety
-    /// `shm_zone` must be null or a zone added by [`add_zone`] in a live cycle.
-    pub(crate) unsafe fn from_shm_zone(shm_zone: *mut ngx_shm_zone_t) -> Option<Zone> {
+    /// `shm_zone` must be null or a zone added by [`add_zone`] for `kind` in a live cycle.
+    pub(crate) unsafe fn from_shm_zone(shm_zone: *mut ngx_shm_zone_t, kind: Kind) -> Option<Zone> {
         if shm_zone.is_null() {
             return None;
         }
         // SAFETY: per the contract; data is null until zone_init ran, then our header.
         let (hdr, pool) = unsafe { ((*shm_zone).data as *mut Shared, (*shm_zone).shm.addr as *mut ngx_slab_pool_t) };
         // SAFETY: a non-null data is a header written by zone_init.
-        if hdr.is_null() || unsafe { (*hdr).magic } != MAGIC {
+        if hdr.is_null() || unsafe { (*hdr).magic } != kind.magic() {
             return None;
         }
-        Some(Zone { pool, hdr })
+        Some(Zone { pool, hdr, kind })
     }
 
     fn shared(&self) -> &Shared {
@@ -224,12 +289,12 @@ impl Zone {
         unsafe { Locked::new(ptr::addr_of_mut!((*self.pool).mutex)) }
     }
 
-    /// Make this process's core apply the zone's configuration if it changed since the
+    /// Make this process's core apply the zone's document if it changed since the
     /// last time. The common case is one atomic load.
     #[inline]
     pub(crate) fn sync(&self, log: *mut ngx_log_t) {
         let current = self.shared().generation.load(Ordering::Acquire);
-        if current != LAST_APPLIED.load(Ordering::Relaxed) {
+        if current != self.kind.last_applied().load(Ordering::Relaxed) {
             self.sync_slow(log);
         }
     }
@@ -244,12 +309,13 @@ impl Zone {
             let doc = unsafe { core::slice::from_raw_parts(s.data, s.len) }.to_vec();
             (generation, doc)
         };
-        if generation == LAST_APPLIED.load(Ordering::Relaxed) {
+        let last = self.kind.last_applied();
+        if generation == last.load(Ordering::Relaxed) {
             return;
         }
         if generation != 0 {
-            match crate::core().apply_backends(&doc) {
-                Ok(report) => {
+            let applied = match self.kind {
+                Kind::Backends => crate::core().apply_backends(&doc).map(|report| {
                     ngx_log_debug!(
                         log,
                         "ingress_lb: applied configuration generation {} from the shared zone: \
@@ -259,21 +325,34 @@ impl Zone {
                         report.rebuilt,
                         report.reused
                     );
-                }
-                Err(err) => {
-                    // Cannot happen for documents stored by this module (they were applied
-                    // before being stored); keep serving the previous configuration.
-                    ngx_log_error!(
-                        NGX_LOG_ALERT,
+                }),
+                Kind::Servers => crate::core().apply_servers(&doc).map(|report| {
+                    ngx_log_debug!(
                         log,
-                        "ingress_lb: configuration generation {} in the shared zone was rejected: {}",
+                        "ingress_lb: applied servers generation {} from the shared zone: \
+                         {} hostnames, {} certificates ({} parsed, {} reused)",
                         generation,
-                        err
+                        report.hostnames,
+                        report.certificates,
+                        report.parsed,
+                        report.reused
                     );
-                }
+                }),
+            };
+            if let Err(err) = applied {
+                // Cannot happen for documents stored by this module (they were applied
+                // before being stored); keep serving the previous document.
+                ngx_log_error!(
+                    NGX_LOG_ALERT,
+                    log,
+                    "ingress_lb: {} generation {} in the shared zone was rejected: {}",
+                    self.kind.what(),
+                    generation,
+                    err
+                );
             }
         }
-        LAST_APPLIED.store(generation, Ordering::Relaxed);
+        last.store(generation, Ordering::Relaxed);
     }
 
     /// Store a document (already applied by this process's core), bump the generation,
@@ -293,7 +372,7 @@ impl Zone {
                 (*s).generation.fetch_add(1, Ordering::Release) + 1
             }
         };
-        LAST_APPLIED.store(generation, Ordering::Relaxed);
+        self.kind.last_applied().store(generation, Ordering::Relaxed);
         Ok(generation)
     }
 
@@ -309,13 +388,13 @@ impl Zone {
     }
 }
 
-/// Make the next [`Zone::sync`] of this process re-apply the zone's document.
-pub(crate) fn force_resync() {
-    LAST_APPLIED.store(u64::MAX, Ordering::Relaxed);
+/// Make the next [`Zone::sync`] of this process re-apply the document of `kind`.
+pub(crate) fn force_resync(kind: Kind) {
+    kind.last_applied().store(u64::MAX, Ordering::Relaxed);
 }
 
 /// Log helper used when a zone is missing at run time (should not happen: postconfiguration
-/// adds it whenever a directive of the module is used).
-pub(crate) fn log_no_zone(log: *mut ngx_log_t) {
-    ngx_log_error!(NGX_LOG_ERR, log, "ingress_lb: shared zone \"{}\" is not available", ZONE_NAME);
+/// adds both whenever a directive of the module is used).
+pub(crate) fn log_no_zone(log: *mut ngx_log_t, kind: Kind) {
+    ngx_log_error!(NGX_LOG_ERR, log, "ingress_lb: shared zone \"{}\" is not available", kind.zone_name());
 }

@@ -134,3 +134,65 @@ pub(crate) unsafe fn send_response(
     // SAFETY: r is valid and `out` outlives the call (the filter copies what it keeps).
     unsafe { ngx_http_output_filter(r, &mut out) }
 }
+
+/// Define a variable that `set` may assign (preconfiguration): ingress-nginx's
+/// template declares the variables its balancer writes with `set $name "";`. Until
+/// the module or a `set` stores a value, it is "not found" (empty).
+///
+/// # Safety
+/// `cf` must be a valid configuration context.
+pub(crate) unsafe fn add_changeable_variable(cf: *mut ngx::ffi::ngx_conf_t, name: &'static str) -> ngx_int_t {
+    let mut name = ngx_str_t { data: name.as_ptr() as *mut u8, len: name.len() };
+    // SAFETY: cf is valid; nginx copies the name.
+    let v = unsafe { ngx::ffi::ngx_http_add_variable(cf, &mut name, ngx::ffi::NGX_HTTP_VAR_CHANGEABLE as ngx_uint_t) };
+    if v.is_null() {
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: v is the variable nginx just added.
+    unsafe { (*v).get_handler = Some(not_found_variable) };
+    ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// Get handler of a variable before any value was stored: not found.
+unsafe extern "C" fn not_found_variable(
+    _r: *mut ngx_http_request_t,
+    v: *mut ngx::ffi::ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx passes the request's value slot to fill.
+    unsafe {
+        (*v).set_len(0);
+        (*v).set_valid(0);
+        (*v).set_no_cacheable(0);
+        (*v).set_not_found(1);
+        (*v).data = core::ptr::null_mut();
+    }
+    ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// Store a copy of `value` (in the request pool) as the request's value of the
+/// indexed variable `index`, as `ngx.var.<name> = value` does. Returns false when the
+/// pool is exhausted.
+///
+/// # Safety
+/// `r` must be a valid request and `index` a variable index of its configuration.
+pub(crate) unsafe fn store_variable(r: *mut ngx_http_request_t, index: usize, value: &[u8]) -> bool {
+    // SAFETY: r is valid.
+    let data = unsafe { ngx::ffi::ngx_pnalloc((*r).pool, value.len().max(1)) } as *mut u8;
+    if data.is_null() {
+        return false;
+    }
+    // SAFETY: data has room for value.len() bytes; index is within r->variables
+    // (indexed at configuration time, so every request's array has it).
+    unsafe {
+        core::ptr::copy_nonoverlapping(value.as_ptr(), data, value.len());
+        let v = &mut *(*r).variables.add(index);
+        v.set_len(value.len() as u32);
+        v.set_valid(1);
+        v.set_no_cacheable(0);
+        v.set_not_found(0);
+        v.set_escape(0);
+        v.data = data;
+    }
+    true
+}
