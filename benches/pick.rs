@@ -392,10 +392,28 @@ fn canary(c: &mut Criterion) {
     core.apply_backends(doc).unwrap();
     let mut group = c.benchmark_group("canary");
     group.throughput(Throughput::Elements(1));
+    // ingress-nginx's usual shape: one canary with header, cookie and weight rules; the
+    // request has neither its header value nor an always/never cookie, so all three
+    // rules run and the weight decides.
+    let one = Core::new();
+    one.apply_backends(
+        br#"[{"name":"web","alternativeBackends":["web-canary"],"endpoints":[{"address":"10.0.0.1","port":"80"}]},
+        {"name":"web-canary","noServer":true,"trafficShapingPolicy":{"header":"X-Canary","headerValue":"yes",
+         "cookie":"canary","weight":20},"endpoints":[{"address":"10.0.1.1","port":"80"}]}]"#,
+    )
+    .unwrap();
+    let headers: &[(&[u8], &[u8])] = &[(b"user-agent", b"curl/8.0"), (b"x-canary", b"no")];
+    group.bench_function("one_canary_header_cookie_weight", |b| {
+        b.iter(|| {
+            black_box(one.route_with(black_box(b"web"), black_box(b"session=1f2e3d; canary=maybe"), headers, |a| {
+                a.map_or(0, |(_, i)| i + 1)
+            }))
+        })
+    });
     type Case = (&'static str, &'static [u8], &'static [(&'static [u8], &'static [u8])]);
     let cases: [Case; 3] = [
         (
-            "header_pattern_cookie_weight",
+            "two_canaries_header_pattern_cookie_weight",
             b"session=1f2e3d; canary=maybe",
             &[(b"x-canary", b"v1"), (b"x-canary-group", b"gamma-3")],
         ),

@@ -9,7 +9,7 @@ packages=(
     # building the nginx module: nginx sources + configure's dependencies, bindgen's libclang
     nginx-dev libclang-dev libssl-dev libpcre2-dev zlib1g-dev pkg-config gcc make
     # the Test::Nginx::Socket suites (real Test::Nginx or the bundled runner) and tools
-    perl libtest-base-perl libipc-run-perl libtext-diff-perl liblist-moreutils-perl libwww-perl
+    perl libtest-base-perl libipc-run-perl libtext-diff-perl liblist-moreutils-perl libwww-perl libio-socket-ssl-perl
     curl wrk
 )
 

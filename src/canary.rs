@@ -170,7 +170,11 @@ impl Policy {
             return Verdict::FallThrough;
         };
         if !self.header_value.is_empty() {
-            return if *self.header_value == *value { Verdict::Alternative } else { Verdict::FallThrough };
+            return if crate::bytes::eq(&self.header_value, value) {
+                Verdict::Alternative
+            } else {
+                Verdict::FallThrough
+            };
         }
         match &self.pattern {
             Pattern::Regex(re) if re.is_match(value) => Verdict::Alternative,

@@ -31,36 +31,49 @@ pub(crate) const KEY_MAX: usize = 32;
 const FIELD: &str = "sessionAffinityConfig.cookieSessionAffinity";
 
 /// The `(name, value)` pairs of a raw `Cookie` header, in order, split as
-/// lua-resty-cookie splits them (see the module notes).
-fn pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let n = header.len();
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        while i < n && matches!(header[i], b' ' | b'\t') {
+/// lua-resty-cookie splits them (see the module notes). One pass over the bytes.
+#[inline]
+fn pairs(header: &[u8]) -> Pairs<'_> {
+    Pairs { header, at: 0 }
+}
+
+struct Pairs<'h> {
+    header: &'h [u8],
+    at: usize,
+}
+
+impl<'h> Iterator for Pairs<'h> {
+    type Item = (&'h [u8], &'h [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let h = self.header;
+        let n = h.len();
+        let mut i = self.at;
+        while i < n && matches!(h[i], b' ' | b'\t') {
             i += 1;
         }
-        if i >= n {
+        let Some(eq) = crate::bytes::find(b'=', &h[i.min(n)..]) else {
+            self.at = n;
             return None;
-        }
-        let eq = memchr::memchr(b'=', &header[i..])?;
-        let key = &header[i..i + eq];
+        };
         let start = i + eq + 1;
-        let end = memchr::memchr3(b';', b' ', b'\t', &header[start..]).map_or(n, |p| start + p);
-        i = end + 1;
-        Some((key, &header[start..end]))
-    })
+        let end = crate::bytes::find3(b';', b' ', b'\t', &h[start..]).map_or(n, |p| start + p);
+        self.at = end + 1;
+        Some((&h[i..i + eq], &h[start..end]))
+    }
 }
 
 /// The value of cookie `name` in a raw `Cookie` header, found as lua-resty-cookie
 /// finds it: when the name occurs twice the last one wins. `None` when absent.
 pub(crate) fn find<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
-    pairs(header).filter(|(k, _)| *k == name).last().map(|(_, v)| v)
+    pairs(header).filter(|(k, _)| crate::bytes::eq(k, name)).last().map(|(_, v)| v)
 }
 
 /// The value of cookie `name` as nginx's `$cookie_<name>` gives it: the first
 /// occurrence (the name compared exactly). `None` when absent.
 pub(crate) fn find_first<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
-    pairs(header).find(|(k, _)| *k == name).map(|(_, v)| v)
+    pairs(header).find(|(k, _)| crate::bytes::eq(k, name)).map(|(_, v)| v)
 }
 
 /// The two parts of an affinity cookie's value: the endpoint key and the backend key

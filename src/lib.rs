@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod balancer;
+mod bytes;
 mod canary;
 mod certs;
 pub mod config;

@@ -111,7 +111,7 @@ impl NameIndex {
     #[inline]
     fn get(&self, name: &[u8]) -> Option<u32> {
         let hash = self.hasher.hash_one(name);
-        self.table.find(hash, |(h, _, n)| *h == hash && same_bytes(n, name)).map(|&(_, i, _)| i)
+        self.table.find(hash, |(h, _, n)| *h == hash && crate::bytes::eq(n, name)).map(|&(_, i, _)| i)
     }
 
     /// Add `name` → `index`; false if the name is already there.
@@ -124,28 +124,6 @@ impl NameIndex {
         self.table.insert_unique(hash, (hash, index, name.into()), |(h, _, _)| *h);
         true
     }
-}
-
-/// Byte equality, inlined, eight bytes at a time with the last word overlapping
-/// (backend names are short: one or two loads per side).
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().expect("8 bytes"));
-    if n < 8 {
-        return a == b;
-    }
-    let mut at = 0;
-    while at + 8 < n {
-        if word(a, at) != word(b, at) {
-            return false;
-        }
-        at += 8;
-    }
-    word(a, n - 8) == word(b, n - 8)
 }
 
 impl Snapshot {
@@ -320,23 +298,6 @@ fn canary_plans(backends: &[Arc<Backend>], by_name: &NameIndex) -> Result<Vec<Op
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn same_bytes_matches_slice_equality_at_every_length() {
-        let base: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
-        for n in 0..40 {
-            let a = &base[..n];
-            assert!(same_bytes(a, a));
-            for flip in 0..n {
-                let mut b = a.to_vec();
-                b[flip] ^= 1;
-                assert!(!same_bytes(a, &b), "length {n}, byte {flip}");
-            }
-            if n > 0 {
-                assert!(!same_bytes(a, &base[..n - 1]));
-            }
-        }
-    }
 
     #[test]
     fn name_index_finds_each_name_and_refuses_duplicates() {
