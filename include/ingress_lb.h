@@ -299,6 +299,15 @@ ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
 ilb_result ilb_core_apply_servers(ilb_core *core, const uint8_t *json, size_t json_len,
                                   char *err, size_t err_cap, size_t *err_len);
 
+/* Publish a servers document that ilb_core_apply_servers() already accepted (in this
+ * process or another: a worker applying the copy the receiving worker stored). The
+ * same checks except the certificates' PEM, which is parsed only when its OpenSSL
+ * objects are first needed (never for ilb_core_certificate_lookup() or
+ * ilb_core_certificate_pem()): thousands of new certificates take milliseconds, not
+ * seconds. Same parameters and results as ilb_core_apply_servers(). */
+ilb_result ilb_core_apply_accepted_servers(ilb_core *core, const uint8_t *json, size_t json_len,
+                                           char *err, size_t err_cap, size_t *err_len);
+
 /* Same checks as ilb_core_apply_servers() without publishing anything. */
 ilb_result ilb_core_validate_servers(const ilb_core *core, const uint8_t *json,
                                      size_t json_len, char *err, size_t err_cap,

@@ -11,10 +11,12 @@
 --            ssl_certificate_by_lua_block { certificate.call() } }
 --
 -- Where the certificates come from: POST /configuration/servers (configuration.lua)
--- checks the document with the core (core.validate_servers), stores it whole in
+-- applies the document in its own core first (core.apply_servers: a rejected one is
+-- answered 400 with the core's reason and changes nothing), stores it whole in
 -- the shared dict configuration_data under the key "servers" and increments the
 -- counter "servers_generation" there. Every worker applies the stored document to
--- its core (core.apply_servers) once per change of that counter: from a timer
+-- its core (core.apply_accepted_servers: checked, but the PEMs are not parsed in
+-- the core, this module parses what it serves) once per change of that counter: from a timer
 -- (SYNC_INTERVAL) started by init_worker(), and, so that no handshake is answered
 -- from an outdated set, at the start of call() when the counter moved. The
 -- document is the whole truth: a hostname absent from the latest POST is no longer
@@ -85,7 +87,9 @@ local pruned_count = 0
 
 
 -- the core's certificate functions (nil with a library binding that predates them)
-local core_apply_servers = core.apply_servers
+-- the stored document was accepted by the worker that took the POST: the core
+-- need not parse the PEMs (certificate.call() makes the cdata it needs itself)
+local core_apply_servers = core.apply_accepted_servers
 local core_certificate_id = core.certificate_id
 local core_certificate_pem = core.certificate_pem
 local core_servers_generation = core.servers_generation

@@ -205,7 +205,7 @@ local function apply_or_reject(kind, apply, document)
 end
 
 local function restore_stored_servers()
-  local ok, err = core.apply_servers(configuration_data:get(SERVERS_KEY) or EMPTY_SERVERS)
+  local ok, err = core.apply_accepted_servers(configuration_data:get(SERVERS_KEY) or EMPTY_SERVERS)
   if not ok then
     ngx.log(ngx.ERR, "dynamic-configuration: could not restore the stored servers: ", err)
   end

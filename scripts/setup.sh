@@ -10,7 +10,7 @@ packages=(
     nginx-dev libclang-dev libssl-dev libpcre2-dev zlib1g-dev pkg-config gcc make
     # the Test::Nginx::Socket suites (real Test::Nginx or the bundled runner) and tools
     perl libtest-base-perl libipc-run-perl libtext-diff-perl liblist-moreutils-perl libwww-perl libio-socket-ssl-perl
-    curl wrk
+    curl wrk openssl
 )
 
 missing=()

@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 
 pub use balancer::AlgorithmKind;
 pub use canary::{header_name_byte, header_name_is, Headers};
-pub use certs::{CertRef, ServersReport};
+pub use certs::{CertObjects, CertRef, ServersReport};
 pub use config::MAX_CONFIG_BYTES;
 pub use error::{ConfigError, PickError};
 pub use pick::{Peer, PeerRef, PickCtx, ADDR_MAX, COOKIE_MAX, MAX_TRIED};

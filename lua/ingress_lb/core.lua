@@ -282,6 +282,15 @@ ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
 ilb_result ilb_core_apply_servers(ilb_core *core, const uint8_t *json, size_t json_len,
                                   char *err, size_t err_cap, size_t *err_len);
 
+/* Publish a servers document that ilb_core_apply_servers() already accepted (in this
+ * process or another: a worker applying the copy the receiving worker stored). The
+ * same checks except the certificates' PEM, which is parsed only when its OpenSSL
+ * objects are first needed (never for ilb_core_certificate_lookup() or
+ * ilb_core_certificate_pem()): thousands of new certificates take milliseconds, not
+ * seconds. Same parameters and results as ilb_core_apply_servers(). */
+ilb_result ilb_core_apply_accepted_servers(ilb_core *core, const uint8_t *json, size_t json_len,
+                                           char *err, size_t err_cap, size_t *err_len);
+
 /* Same checks as ilb_core_apply_servers() without publishing anything. */
 ilb_result ilb_core_validate_servers(const ilb_core *core, const uint8_t *json,
                                      size_t json_len, char *err, size_t err_cap,
@@ -1229,6 +1238,7 @@ local ILB_NO_CERTIFICATE = 7
 
 -- set by load_certificates(); nil when the library predates the certificate store
 local C_apply_servers
+local C_apply_accepted_servers
 local C_validate_servers
 local C_servers_generation
 local C_certificate_lookup
@@ -1252,6 +1262,7 @@ local function load_certificates()
 
     local ok, e = pcall(function()
         C_apply_servers = clib.ilb_core_apply_servers
+        C_apply_accepted_servers = clib.ilb_core_apply_accepted_servers
         C_validate_servers = clib.ilb_core_validate_servers
         C_servers_generation = clib.ilb_core_servers_generation
         C_certificate_lookup = clib.ilb_core_certificate_lookup
@@ -1266,7 +1277,7 @@ local function load_certificates()
 end
 
 
-local function check_servers(publishes, json)
+local function check_servers(fn_name, json)
     local ok, err = load_certificates()
     if not ok then
         return nil, err
@@ -1283,7 +1294,9 @@ local function check_servers(publishes, json)
         return nil, err
     end
 
-    local fn = publishes and C_apply_servers or C_validate_servers
+    local fn = (fn_name == "apply" and C_apply_servers)
+               or (fn_name == "accepted" and C_apply_accepted_servers)
+               or C_validate_servers
     size_out[0] = 0
     local rc = tonumber(fn(c, json, #json, err_buf, ERR_CAP, size_out))
     if rc == ILB_OK then
@@ -1299,13 +1312,23 @@ end
 -- Returns true, or nil, message, rc (rc is nil when the library or the core
 -- could not be set up).
 function _M.apply_servers(json)
-    return check_servers(true, json)
+    return check_servers("apply", json)
+end
+
+
+-- Publish a servers document that apply_servers() already accepted (here or in
+-- another worker: the stored copy). Same checks except the PEMs, which the core
+-- parses only if its OpenSSL objects are ever needed (the Lua front end never
+-- needs them: it makes its own cdata from the PEM), so thousands of new
+-- certificates take milliseconds. Same results as apply_servers().
+function _M.apply_accepted_servers(json)
+    return check_servers("accepted", json)
 end
 
 
 -- Same checks as apply_servers() without publishing anything.
 function _M.validate_servers(json)
-    return check_servers(false, json)
+    return check_servers("validate", json)
 end
 
 

@@ -153,6 +153,17 @@ unsafe fn select(ssl: *mut SSL, mcf: &MainConf, log: *mut ngx_log_t) -> c_int {
             cert.uid,
             String::from_utf8_lossy(sni.unwrap_or(b"-"))
         );
+        // Built when the worker applied the document, or now if it applied a copy of a
+        // document another worker accepted (parsed at first use, once).
+        let Some(objects) = cert.objects() else {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "ingress_lb: certificate \"{}\" does not parse; the static certificate stays",
+                cert.uid
+            );
+            return 1;
+        };
         // SAFETY: ssl is valid. The leaf, key and intermediates are live objects of the
         // store in force, borrowed for this closure; OpenSSL takes its own reference on
         // each (up_ref), so the connection keeps them even if the store is replaced.
@@ -160,9 +171,9 @@ unsafe fn select(ssl: *mut SSL, mcf: &MainConf, log: *mut ngx_log_t) -> c_int {
         // CERT was duplicated from the SSL_CTX), never the server's static one.
         let ok = unsafe {
             SSL_certs_clear(ssl);
-            SSL_use_certificate(ssl, cert.leaf.as_ptr() as *mut X509) == 1
-                && SSL_use_PrivateKey(ssl, cert.key.as_ptr() as *mut EVP_PKEY) == 1
-                && cert.chain.iter().all(|x| {
+            SSL_use_certificate(ssl, objects.leaf.as_ptr() as *mut X509) == 1
+                && SSL_use_PrivateKey(ssl, objects.key.as_ptr() as *mut EVP_PKEY) == 1
+                && objects.chain.iter().all(|x| {
                     // SSL_add1_chain_cert(ssl, x), a macro of SSL_ctrl.
                     SSL_ctrl(ssl, SSL_CTRL_CHAIN_CERT as c_int, 1, x.as_ptr() as *mut c_void) == 1
                 })

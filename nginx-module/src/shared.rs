@@ -326,15 +326,17 @@ impl Zone {
                         report.reused
                     );
                 }),
-                Kind::Servers => crate::core().apply_servers(&doc).map(|report| {
+                // Accepted by the worker that took the POST: the certificates are
+                // parsed at their first handshake here, not all at once.
+                Kind::Servers => crate::core().apply_accepted_servers(&doc).map(|report| {
                     ngx_log_debug!(
                         log,
                         "ingress_lb: applied servers generation {} from the shared zone: \
-                         {} hostnames, {} certificates ({} parsed, {} reused)",
+                         {} hostnames, {} certificates ({} new, parsed at first use; {} reused)",
                         generation,
                         report.hostnames,
                         report.certificates,
-                        report.parsed,
+                        report.deferred,
                         report.reused
                     );
                 }),

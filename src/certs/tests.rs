@@ -46,7 +46,8 @@ fn uid_for(core: &Core, sni: Option<&str>) -> Option<String> {
 fn cn(core: &Core, sni: Option<&str>) -> Option<String> {
     core.certificate_with(sni.map(str::as_bytes), |c| {
         c.map(|c| {
-            let e = c.leaf.subject_name().entries_by_nid(openssl::nid::Nid::COMMONNAME).next().unwrap();
+            let e =
+                c.objects().unwrap().leaf.subject_name().entries_by_nid(openssl::nid::Nid::COMMONNAME).next().unwrap();
             e.data().to_string().unwrap()
         })
     })
@@ -69,7 +70,7 @@ fn lookup_rules() {
     let report = core.apply_servers(&standard()).unwrap();
     assert_eq!(
         report,
-        ServersReport { hostnames: 4, certificates: 4, parsed: 4, reused: 0, unchanged: false },
+        ServersReport { hostnames: 4, certificates: 4, parsed: 4, deferred: 0, reused: 0, unchanged: false },
         "`o` is referenced by no hostname: dropped"
     );
     assert_eq!(core.servers_generation(), 1);
@@ -147,14 +148,15 @@ fn chain_key_and_intermediates() {
     core.apply_servers(&doc(&[("c", CHAIN)], &[("chain.example.com", "c")])).unwrap();
     core.certificate_with(Some(b"chain.example.com"), |c| {
         let c = c.unwrap();
-        assert_eq!(c.chain.len(), 1);
-        let issuer = c.chain[0].subject_name().entries_by_nid(openssl::nid::Nid::COMMONNAME).next().unwrap();
+        let o = c.objects().unwrap();
+        assert_eq!(o.chain.len(), 1);
+        let issuer = o.chain[0].subject_name().entries_by_nid(openssl::nid::Nid::COMMONNAME).next().unwrap();
         assert_eq!(issuer.data().to_string().unwrap(), "ingress-lb test CA");
-        assert!(c.leaf.public_key().unwrap().public_eq(c.key));
+        assert!(o.leaf.public_key().unwrap().public_eq(o.key));
         assert_eq!(c.pem, CHAIN.as_bytes());
     });
     core.apply_servers(&standard()).unwrap();
-    core.certificate_with(Some(b"exact.example.com"), |c| assert!(c.unwrap().chain.is_empty()));
+    core.certificate_with(Some(b"exact.example.com"), |c| assert!(c.unwrap().objects().unwrap().chain.is_empty()));
 }
 
 #[test]
@@ -167,7 +169,7 @@ fn removal_by_minus_one_and_by_absence() {
         &[("_", "d"), ("exact.example.com", "-1"), ("*.b.example.com", "w")],
     );
     let r = core.apply_servers(&d).unwrap();
-    assert_eq!(r, ServersReport { hostnames: 2, certificates: 2, parsed: 0, reused: 2, unchanged: false });
+    assert_eq!(r, ServersReport { hostnames: 2, certificates: 2, parsed: 0, deferred: 0, reused: 2, unchanged: false });
     assert_eq!(uid_for(&core, Some("exact.example.com")).as_deref(), Some("d"));
     core.certificate_for_hostname_with(b"exact.example.com", |c| assert!(c.is_none()));
     // absence, the default included
@@ -223,7 +225,7 @@ fn identical_document_is_unchanged_and_reuse_is_counted() {
     let d = standard();
     core.apply_servers(&d).unwrap();
     let r = core.apply_servers(&d).unwrap();
-    assert_eq!(r, ServersReport { hostnames: 4, certificates: 4, parsed: 0, reused: 4, unchanged: true });
+    assert_eq!(r, ServersReport { hostnames: 4, certificates: 4, parsed: 0, deferred: 0, reused: 4, unchanged: true });
     assert_eq!(core.servers_generation(), 1, "an identical document publishes nothing");
     assert_eq!(core.servers_json().as_deref(), Some(&d[..]));
     core.validate_servers(&d).unwrap();
@@ -231,7 +233,7 @@ fn identical_document_is_unchanged_and_reuse_is_counted() {
     let mut spaced = b" ".to_vec();
     spaced.extend_from_slice(&d);
     let r = core.apply_servers(&spaced).unwrap();
-    assert_eq!(r, ServersReport { hostnames: 4, certificates: 4, parsed: 0, reused: 4, unchanged: false });
+    assert_eq!(r, ServersReport { hostnames: 4, certificates: 4, parsed: 0, deferred: 0, reused: 4, unchanged: false });
     assert_eq!(core.servers_generation(), 2);
     // one hostname more on an already used certificate: nothing parsed
     let d = doc(
@@ -245,7 +247,7 @@ fn identical_document_is_unchanged_and_reuse_is_counted() {
         ],
     );
     let r = core.apply_servers(&d).unwrap();
-    assert_eq!(r, ServersReport { hostnames: 5, certificates: 4, parsed: 0, reused: 4, unchanged: false });
+    assert_eq!(r, ServersReport { hostnames: 5, certificates: 4, parsed: 0, deferred: 0, reused: 4, unchanged: false });
     assert_eq!(uid_for(&core, Some("www.example.org")).as_deref(), Some("e"));
 }
 
@@ -411,4 +413,34 @@ fn hundred_thousand_hostnames() {
     let t = std::time::Instant::now();
     assert!(core.apply_servers(&json).unwrap().unchanged);
     println!("identical 100 000-hostname document recognised in {:?}", t.elapsed());
+}
+
+#[test]
+fn accepted_documents_parse_each_certificate_at_first_use() {
+    // What a worker does with the copy another worker accepted and stored.
+    let core = Core::new();
+    let r = core.apply_accepted_servers(&standard()).unwrap();
+    assert_eq!((r.parsed, r.deferred, r.certificates), (0, 4, 4));
+    // Everything but the OpenSSL objects is there at once, and looks the same.
+    let eager = Core::new();
+    eager.apply_servers(&standard()).unwrap();
+    for sni in [Some("exact.example.com"), Some("a.b.example.com"), Some("nope.test"), None] {
+        let id = |c: &Core| c.certificate_with(sni.map(str::as_bytes), |c| c.map(|c| (c.uid.to_string(), c.id)));
+        assert_eq!(id(&core), id(&eager), "{sni:?}");
+    }
+    // First use parses; the objects are those of the PEM.
+    assert_eq!(cn(&core, Some("exact.example.com")).as_deref(), Some("exact.example.com"));
+    assert_eq!(cn(&core, Some("x.b.example.com")).as_deref(), Some("*.b.example.com"));
+    // A later eager apply of the same document reuses the parsed and unparsed alike.
+    let r = core.apply_servers(&standard()).unwrap();
+    assert!(r.unchanged);
+    // A bad certificate in an "accepted" document is only found at first use: no
+    // objects (the front end then serves its static certificate), nothing else breaks.
+    let bad = doc(&[("m", MISMATCHED), ("e", EXACT)], &[("bad.example.com", "m"), ("exact.example.com", "e")]);
+    let r = core.apply_accepted_servers(&bad).unwrap();
+    assert_eq!(r.deferred, 1, "exact is reused: {r:?}");
+    core.certificate_with(Some(b"bad.example.com"), |c| assert!(c.unwrap().objects().is_none()));
+    assert_eq!(cn(&core, Some("exact.example.com")).as_deref(), Some("exact.example.com"));
+    // apply_servers would have refused it.
+    assert!(Core::new().apply_servers(&bad).is_err());
 }

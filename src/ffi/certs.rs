@@ -26,6 +26,25 @@ pub unsafe extern "C" fn ilb_core_apply_servers(
 /// # Safety
 /// As `ilb_core_apply_backends`.
 #[no_mangle]
+pub unsafe extern "C" fn ilb_core_apply_accepted_servers(
+    core: *mut IlbCore,
+    json: *const u8,
+    json_len: usize,
+    err: *mut c_char,
+    err_cap: usize,
+    err_len: *mut usize,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: forwarded caller contracts.
+        unsafe {
+            config_call(core, json, json_len, err, err_cap, err_len, |c, doc| c.apply_accepted_servers(doc).map(|_| ()))
+        }
+    })
+}
+
+/// # Safety
+/// As `ilb_core_apply_backends`.
+#[no_mangle]
 pub unsafe extern "C" fn ilb_core_validate_servers(
     core: *const IlbCore,
     json: *const u8,

@@ -172,6 +172,19 @@ static void check_certificates(const char *dir) {
     CHECK(ilb_core_apply_servers(core, (const uint8_t *)none, strlen(none), NULL, 0, NULL) == ILB_OK);
     id = 42;
     CHECK(ilb_core_certificate_lookup(core, NULL, 0, &id) == ILB_NO_CERTIFICATE && id == 42);
+
+    /* A document accepted elsewhere: the same lookups and PEMs, no parsing needed. */
+    ilb_core *other = NULL;
+    CHECK(ilb_core_new(&other) == ILB_OK);
+    CHECK(ilb_core_apply_accepted_servers(other, (const uint8_t *)doc, at, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(ilb_core_servers_generation(other) == 1);
+    CHECK(ilb_core_certificate_lookup(other, "exact.example.com", 17, &id) == ILB_OK && id != 0);
+    CHECK(ilb_core_certificate_lookup(other, "a.b.example.com", 15, &id2) == ILB_OK && id2 == d_id);
+    CHECK(ilb_core_certificate_pem(other, id, pem, sizeof pem, &len) == ILB_OK && len == strlen(pem));
+    CHECK(ilb_core_apply_accepted_servers(other, (const uint8_t *)"{", 1, err, sizeof err, &err_len)
+          == ILB_CONFIG_REJECTED);
+    CHECK(ilb_core_apply_accepted_servers(NULL, (const uint8_t *)doc, at, NULL, 0, NULL) == ILB_NULL_ARGUMENT);
+    ilb_core_free(other);
     ilb_core_free(core);
 }
 
