@@ -27,6 +27,7 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use crate::balancer::AlgorithmKind;
 use crate::config::TrafficShapingPolicy;
 use crate::error::{BackendLabel, ConfigError};
 use crate::snapshot::Backend;
@@ -218,6 +219,11 @@ pub(crate) struct Plan {
     thresholds: Box<[u128]>,
     /// Whether any alternative has a weight: no draw otherwise.
     weighted: bool,
+    /// Whether the primary or an alternative uses cookie affinity (rules 1, 2), has a
+    /// header rule (3), a cookie rule (4): the rules nobody has are skipped.
+    affinity: bool,
+    headers: bool,
+    cookies: bool,
 }
 
 impl Plan {
@@ -243,8 +249,12 @@ impl Plan {
                 format!("canary weights add up to more than the whole traffic: {}", parts.join(" + ")),
             ));
         }
+        let sticky = |b: &Backend| matches!(b.kind, AlgorithmKind::StickyBalanced | AlgorithmKind::StickyPersistent);
         Ok(Plan {
             weighted: sum > 0,
+            affinity: sticky(primary) || alternatives.iter().any(|(_, a)| sticky(a)),
+            headers: alternatives.iter().any(|(_, a)| !a.policy.header.is_empty()),
+            cookies: alternatives.iter().any(|(_, a)| !a.policy.cookie.is_empty()),
             alternatives: alternatives.iter().map(|&(i, _)| i).collect(),
             thresholds: thresholds.into_boxed_slice(),
         })
@@ -266,7 +276,7 @@ impl Plan {
             (!b.endpoints.is_empty()).then_some(b)
         };
         // 1, 2: affinity.
-        if !cookie_header.is_empty() {
+        if self.affinity && !cookie_header.is_empty() {
             if primary.algorithm.is_affinitized(cookie_header) {
                 return None;
             }
@@ -277,16 +287,18 @@ impl Plan {
             }
         }
         // 3: headers, then 4: cookies, alternatives in list order.
-        for i in 0..self.alternatives.len() {
-            if let Some(b) = usable(i) {
-                match b.policy.by_header(headers) {
-                    Verdict::Alternative => return Some(i),
-                    Verdict::Primary => return None,
-                    Verdict::FallThrough => {}
+        if self.headers {
+            for i in 0..self.alternatives.len() {
+                if let Some(b) = usable(i) {
+                    match b.policy.by_header(headers) {
+                        Verdict::Alternative => return Some(i),
+                        Verdict::Primary => return None,
+                        Verdict::FallThrough => {}
+                    }
                 }
             }
         }
-        if !cookie_header.is_empty() {
+        if self.cookies && !cookie_header.is_empty() {
             for i in 0..self.alternatives.len() {
                 if let Some(b) = usable(i) {
                     match b.policy.by_cookie(cookie_header) {
