@@ -304,10 +304,13 @@ end
 
 
 function _M.rewrite()
-  if not core_backend(request_backend(ngx.ctx)).serves then
+  -- like stock (and the module's ingress_lb_route): the backend the ingress names
+  -- must serve, whatever canary the request may then go to
+  if not core_backend(ngx_var.proxy_upstream_name).serves then
     ngx.status = ngx.HTTP_SERVICE_UNAVAILABLE
     return ngx.exit(ngx.status)
   end
+  request_backend(ngx.ctx)
 end
 
 

@@ -344,3 +344,23 @@ other: c/-=3
 qr/backend "web-canary": trafficShapingPolicy.headerPattern "\(unclosed" is not a valid pattern/
 --- no_error_log
 [error]
+
+
+
+=== TEST 11: a primary without endpoints answers 503 even for requests its canary would take, as stock
+--- config
+    location = /t {
+        content_by_lua_block {
+            ngx.say(T.post(T.doc(
+                T.backend("web", {}, { alternatives = { "web-canary" } }),
+                T.backend("web-canary", { T.ep("b") }, { policy = { header = "X-Canary", weight = 50 } }))))
+            ngx.say("header always: ", T.routes(3, "web", { ["X-Canary"] = "always" }))
+            ngx.say("by weight: ", T.routes(4, "web"))
+        }
+    }
+--- response_body
+201 []
+header always: status503=3
+by weight: status503=4
+--- no_error_log
+[error]
