@@ -48,8 +48,8 @@ local function add_body(req, body)
 end
 
 -- sends `req` (a list of strings) on a new connection to 127.0.0.1:`port` (over
--- TLS when `tls`) and reads the response: its head and its body, or nil and an
--- error text
+-- TLS when `tls`: true for SNI "localhost", or the SNI, or "" for none) and reads
+-- the response: its head and its body, or nil and an error text
 local function exchange(port, tls, req, timeout)
     local sock = ngx.socket.tcp()
     sock:settimeout(timeout or 5000)
@@ -58,8 +58,10 @@ local function exchange(port, tls, req, timeout)
         return nil, "connect: " .. tostring(err)
     end
     if tls then
-        ok, err = sock:sslhandshake(nil, "localhost", false)
+        local sni = tls == true and "localhost" or tls
+        ok, err = sock:sslhandshake(false, sni ~= "" and sni or nil, false)
         if not ok then
+            sock:close()
             return nil, "tls: " .. tostring(err)
         end
     end
@@ -608,20 +610,6 @@ end
 -- GET `path` over TLS from 127.0.0.1:T.PORTS.tls with SNI `sni` (not verified);
 -- status, body (without its trailing newline)
 function T.tls_get(sni, path, headers)
-    local sock = ngx.socket.tcp()
-    sock:settimeout(T.TLS_TIMEOUT)
-    local ok, err = sock:connect("127.0.0.1", T.PORTS.tls)
-    if not ok then
-        return nil, "connect: " .. tostring(err)
-    end
-    if sni == "" then
-        sni = nil
-    end
-    ok, err = sock:sslhandshake(false, sni, false)
-    if not ok then
-        sock:close()
-        return nil, "tls: " .. tostring(err)
-    end
     local req = { "GET ", path or "/", " HTTP/1.0\r\n" }
     local has_host = false
     for k, v in pairs(headers or {}) do
@@ -629,23 +617,12 @@ function T.tls_get(sni, path, headers)
         req[#req + 1] = k .. ": " .. v .. "\r\n"
     end
     if not has_host then
-        req[#req + 1] = "Host: " .. (sni or "localhost") .. "\r\n"
+        req[#req + 1] = "Host: " .. ((sni ~= nil and sni ~= "") and sni or "localhost") .. "\r\n"
     end
     req[#req + 1] = "\r\n"
-    ok, err = sock:send(req)
-    if not ok then
-        sock:close()
-        return nil, "send: " .. tostring(err)
-    end
-    local data
-    data, err = sock:receive("*a")
-    sock:close()
-    if not data then
-        return nil, "receive: " .. tostring(err)
-    end
-    local head, body = data:match("^(.-)\r\n\r\n(.*)$")
+    local head, body = exchange(T.PORTS.tls, sni or "", req, T.TLS_TIMEOUT)
     if not head then
-        return nil, "malformed response: " .. data
+        return nil, body
     end
     return tonumber(head:match("^HTTP/%d%.%d (%d+)")), (body:gsub("\n$", ""))
 end
