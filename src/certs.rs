@@ -328,7 +328,7 @@ impl CertStore {
     fn is_same_document(&self, json: &[u8]) -> bool {
         match &self.doc {
             Some(doc) => {
-                doc.len() == json.len() && self.doc_hash == crate::snapshot::hash_bytes(json) && **doc == *json
+                doc.len() == json.len() && self.doc_hash == crate::snapshot::fingerprint(json) && **doc == *json
             }
             None => false,
         }
@@ -460,7 +460,7 @@ impl CertStore {
         let store = CertStore {
             generation: prev.generation + 1,
             doc: Some(Arc::from(json)),
-            doc_hash: crate::snapshot::hash_bytes(json),
+            doc_hash: crate::snapshot::fingerprint(json),
             default: exact.get(DEFAULT_HOSTNAME.as_bytes()),
             certs,
             exact,

@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::error::{BackendLabel, ConfigError};
 
@@ -184,7 +183,16 @@ fn port_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// The document split into raw per-backend texts, borrowed from the input.
-pub(crate) fn split_document(json: &[u8]) -> Result<Vec<&RawValue>, ConfigError> {
+///
+/// One structural pass, not a full parse: it finds where each element of the
+/// top-level array begins and ends (strings and escapes respected, nesting counted
+/// up to [`MAX_JSON_DEPTH`]) and checks the array's own syntax (brackets, commas).
+/// What is inside an element is checked when the element is decoded; an element
+/// that is not decoded is byte for byte one that an earlier apply decoded and
+/// accepted. So a document of thousands of backends where one changed costs one
+/// scan of its bytes plus one decode (a full `serde_json` pass over the whole
+/// document took ten times as long).
+pub(crate) fn split_document(json: &[u8]) -> Result<Vec<&str>, ConfigError> {
     if json.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge { size: json.len(), limit: MAX_CONFIG_BYTES });
     }
@@ -192,63 +200,112 @@ pub(crate) fn split_document(json: &[u8]) -> Result<Vec<&RawValue>, ConfigError>
     if text.trim().is_empty() {
         return Err(ConfigError::Empty);
     }
-    check_depth(json)?;
-    serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| {
-        if e.classify() == serde_json::error::Category::Data {
-            ConfigError::Json(format!("expected a JSON array of backend objects ({e})"))
-        } else {
-            ConfigError::Json(e.to_string())
+    let bad = |what: &str, at: usize| ConfigError::Json(format!("{what} at byte offset {at}"));
+    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let n = json.len();
+    let mut i = json.iter().position(|&b| !ws(b)).unwrap_or(n);
+    if json[i] != b'[' {
+        return Err(ConfigError::Json(format!(
+            "expected a JSON array of backend objects, found `{}` at byte offset {i}",
+            char::from(json[i])
+        )));
+    }
+    i += 1;
+    let mut out = Vec::new();
+    loop {
+        while i < n && ws(json[i]) {
+            i += 1;
         }
-    })
-}
-
-/// Deepest nesting of arrays and objects accepted. The controller's documents nest
-/// about 6 levels; the limit keeps hostile input from costing stack or time.
-pub const MAX_JSON_DEPTH: usize = 64;
-
-/// Reject documents nested deeper than [`MAX_JSON_DEPTH`], wherever the nesting is
-/// (fields the model ignores included). One pass, skipping string contents.
-fn check_depth(json: &[u8]) -> Result<(), ConfigError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (offset, &b) in json.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
+        if i < n && json[i] == b']' && out.is_empty() {
+            i += 1;
+            break;
+        }
+        // One element: up to the `,` or `]` at the array's own level.
+        let start = i;
+        let mut depth = 0usize;
+        while i < n {
+            match json[i] {
+                b'"' => {
+                    i = string_end(json, i + 1).ok_or_else(|| bad("unterminated string", start))?;
+                    continue;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth + 1 > MAX_JSON_DEPTH {
+                        return Err(bad(&format!("nested deeper than {MAX_JSON_DEPTH} levels"), i));
+                    }
+                }
+                b'}' | b']' if depth > 0 => depth -= 1,
+                b',' | b']' if depth == 0 => break,
+                b'}' => return Err(bad("unexpected `}`", i)),
                 _ => {}
             }
-            continue;
+            i += 1;
         }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_JSON_DEPTH {
-                    return Err(ConfigError::Json(format!(
-                        "nested deeper than {MAX_JSON_DEPTH} levels at byte offset {offset}"
-                    )));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+        if i >= n {
+            return Err(bad("unexpected end of the document (unclosed array or object)", n));
+        }
+        let element = text[start..i].trim_end_matches([' ', '\t', '\n', '\r']);
+        if element.is_empty() {
+            return Err(bad("expected a backend object", start));
+        }
+        out.push(element);
+        let end = json[i];
+        i += 1;
+        if end == b']' {
+            break;
         }
     }
-    Ok(())
+    if let Some(extra) = json[i..].iter().position(|&b| !ws(b)) {
+        return Err(bad("trailing characters after the array", i + extra));
+    }
+    Ok(out)
 }
 
+/// The position just after the string whose contents start at `i` (after its
+/// opening quote), or `None` if it is not closed. Most strings of a document are
+/// short (keys, addresses): a plain loop finds their end; a long one (a PEM, a
+/// large annotation) is searched with `memchr`.
+#[inline]
+fn string_end(json: &[u8], mut i: usize) -> Option<usize> {
+    let short_end = (i + 32).min(json.len());
+    while i < short_end {
+        match json[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    loop {
+        let p = memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[i + p] == b'"' {
+            return Some(i + p + 1);
+        }
+        i += p + 2;
+    }
+}
+
+/// Deepest nesting of arrays and objects accepted (the top-level array counts). The
+/// controller's documents nest about 6 levels; the limit keeps hostile input from
+/// costing stack or time.
+pub const MAX_JSON_DEPTH: usize = 64;
+
 /// Decode one backend's raw text, naming the backend and the field on error.
-pub(crate) fn decode_backend(raw: &RawValue, position: usize) -> Result<BackendSpec, ConfigError> {
-    let mut de = serde_json::Deserializer::from_str(raw.get());
+pub(crate) fn decode_backend(raw: &str, position: usize) -> Result<BackendSpec, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(raw);
     match serde_path_to_error::deserialize::<_, BackendSpec>(&mut de) {
-        Ok(spec) => Ok(spec),
+        // Nothing may follow the object (the document's split only checked the array).
+        Ok(spec) => match de.end() {
+            Ok(()) => Ok(spec),
+            Err(e) => Err(ConfigError::field(&BackendLabel::Index(position), "(backend)", strip_position(&e.to_string()))),
+        },
         Err(err) => {
             // Name the backend if its `name` is readable even though another field is not.
             #[derive(Deserialize)]
             struct NameOnly {
                 name: Option<serde_json::Value>,
             }
-            let name = serde_json::from_str::<NameOnly>(raw.get()).ok().and_then(|n| match n.name {
+            let name = serde_json::from_str::<NameOnly>(raw).ok().and_then(|n| match n.name {
                 Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
                 _ => None,
             });
@@ -424,6 +481,52 @@ mod tests {
         // Brackets inside strings do not count.
         let in_string = format!(r#"[{{"name":"{}"}}]"#, "[{".repeat(1000));
         assert!(split_document(in_string.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn split_finds_elements_and_checks_the_array() {
+        fn ok(doc: &str) -> Vec<&str> {
+            split_document(doc.as_bytes()).unwrap()
+        }
+        assert_eq!(ok("[]"), Vec::<&str>::new());
+        assert_eq!(ok(" \n[ ]\t"), Vec::<&str>::new());
+        assert_eq!(ok(r#"[{"a":1}]"#), vec![r#"{"a":1}"#]);
+        assert_eq!(ok("[ {\"a\":[1,{\"b\":2}]} ,\n{\"c\":\"x,]}\"} ]"), vec![r#"{"a":[1,{"b":2}]}"#, r#"{"c":"x,]}"}"#]);
+        // Escaped quotes and backslashes inside strings.
+        assert_eq!(ok(r#"[{"n":"a\"],b\\"},{"m":"\\"}]"#), vec![r#"{"n":"a\"],b\\"}"#, r#"{"m":"\\"}"#]);
+        // Exactly MAX_JSON_DEPTH levels, the array included, is fine; one more is not.
+        let depth = |levels: usize| format!("[{}{}]", "[".repeat(levels - 1), "]".repeat(levels - 1));
+        assert!(split_document(depth(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        assert!(split_document(depth(MAX_JSON_DEPTH + 1).as_bytes()).is_err());
+        let err = |doc: &str| match split_document(doc.as_bytes()) {
+            Err(ConfigError::Json(m)) => m,
+            other => panic!("{doc}: {other:?}"),
+        };
+        assert!(err(r#"[{"a":1},]"#).contains("expected a backend object"));
+        assert!(err(r#"[,{"a":1}]"#).contains("expected a backend object"));
+        assert!(err(r#"[{"a":1}] x"#).contains("trailing characters"));
+        assert!(err(r#"[{"a":1}]]"#).contains("trailing characters"));
+        assert!(err(r#"[{"a":1}}]"#).contains("unexpected `}`"));
+        assert!(err(r#"[{"a":"1}]"#).contains("unterminated string"));
+        assert!(err(r#"[{"a":1}"#).contains("unexpected end"));
+        assert!(err(r#"[{"a":[1}"#).contains("unexpected end"));
+        assert!(err("true").contains("expected a JSON array"));
+    }
+
+    #[test]
+    fn an_element_the_split_lets_through_is_decoded_strictly() {
+        // Whatever the split accepts inside an element, decoding it rejects.
+        for (doc, needle) in [
+            (r#"[{"name":"a"} x]"#, "trailing characters"),
+            (r#"[{"name":"a" "port":1}]"#, "expected"),
+            (r#"[{"name":"a","x":[1}]]"#, "expected"),
+            (r#"[42]"#, "invalid type"),
+            (r#"[{"name":"a"} {"name":"b"}]"#, "trailing characters"),
+        ] {
+            let raws = split_document(doc.as_bytes()).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            let e = decode_backend(raws[0], 0).unwrap_err().to_string();
+            assert!(e.contains(needle), "{doc}: {e}");
+        }
     }
 
     #[test]

@@ -24,6 +24,14 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     hasher().hash_one(bytes)
 }
 
+/// A quick fingerprint of a text to find it again (a backend's JSON in the next
+/// document, a document reposted unchanged): its length and CRC-32, which `crc32fast`
+/// computes with the CPU's carry-less multiply at many GB/s (a document of 3000
+/// backends is 2 MB). Matches are confirmed by comparing the bytes.
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
+    ((bytes.len() as u64) << 32) | u64::from(crc32fast::hash(bytes))
+}
+
 /// An endpoint's identity ([`Endpoint::key`]): the same in every process running the
 /// same build (fixed seeds), which the shared ewma statistics rely on.
 pub(crate) fn endpoint_key(addr: &SocketAddr) -> u64 {
@@ -149,8 +157,8 @@ impl Snapshot {
         let mut by_raw_hash: HashMap<u64, u32, ahash::RandomState> =
             HashMap::with_capacity_and_hasher(raws.len(), ahash::RandomState::new());
         for (position, raw) in raws.iter().enumerate() {
-            let text = raw.get();
-            let raw_hash = hash_bytes(text.as_bytes());
+            let text = *raw;
+            let raw_hash = fingerprint(text.as_bytes());
             let backend = match prev.find_same(text, raw_hash) {
                 Some(same) => {
                     report.reused += 1;
@@ -173,7 +181,7 @@ impl Snapshot {
         let snapshot = Snapshot {
             generation: prev.generation + 1,
             doc: Some(Arc::from(json)),
-            doc_hash: hash_bytes(json),
+            doc_hash: fingerprint(json),
             backends,
             plans,
             by_name,
@@ -197,7 +205,7 @@ impl Snapshot {
     /// True when `json` is byte-for-byte the document in force.
     pub(crate) fn is_same_document(&self, json: &[u8]) -> bool {
         match &self.doc {
-            Some(doc) => doc.len() == json.len() && self.doc_hash == hash_bytes(json) && **doc == *json,
+            Some(doc) => doc.len() == json.len() && self.doc_hash == fingerprint(json) && **doc == *json,
             None => false,
         }
     }
