@@ -249,9 +249,8 @@ impl NameTable {
 #[derive(Default)]
 pub(crate) struct CertStore {
     generation: u64,
-    /// The document as POSTed, and its hash, to recognise an identical document.
+    /// The document as POSTed, to recognise an identical document.
     doc: Option<Arc<[u8]>>,
-    doc_hash: u64,
     certs: Vec<Arc<Cert>>,
     /// Exact hostnames, `_` included.
     exact: NameTable,
@@ -327,9 +326,7 @@ impl CertStore {
     /// True when `json` is byte-for-byte the document in force.
     fn is_same_document(&self, json: &[u8]) -> bool {
         match &self.doc {
-            Some(doc) => {
-                doc.len() == json.len() && self.doc_hash == crate::snapshot::fingerprint(json) && **doc == *json
-            }
+            Some(doc) => doc.len() == json.len() && **doc == *json,
             None => false,
         }
     }
@@ -460,7 +457,6 @@ impl CertStore {
         let store = CertStore {
             generation: prev.generation + 1,
             doc: Some(Arc::from(json)),
-            doc_hash: crate::snapshot::fingerprint(json),
             default: exact.get(DEFAULT_HOSTNAME.as_bytes()),
             certs,
             exact,

@@ -22,22 +22,23 @@ pub const MAX_CONFIG_BYTES: usize = 48 * 1024 * 1024;
 #[serde(default)]
 pub struct BackendSpec {
     pub name: String,
+    #[serde(deserialize_with = "optional_object")]
     pub service: Option<ServiceSpec>,
     /// The service port: a number or a port name (Kubernetes `IntOrString`).
     pub port: Option<IntOrString>,
     #[serde(rename = "sslPassthrough", deserialize_with = "null_default")]
     pub ssl_passthrough: bool,
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "objects")]
     pub endpoints: Vec<EndpointSpec>,
-    #[serde(rename = "sessionAffinityConfig", deserialize_with = "null_default")]
+    #[serde(rename = "sessionAffinityConfig", deserialize_with = "object")]
     pub session_affinity: SessionAffinityConfig,
-    #[serde(rename = "upstreamHashByConfig", deserialize_with = "null_default")]
+    #[serde(rename = "upstreamHashByConfig", deserialize_with = "object")]
     pub upstream_hash_by: UpstreamHashByConfig,
     #[serde(rename = "load-balance", deserialize_with = "null_default")]
     pub load_balance: String,
     #[serde(rename = "noServer", deserialize_with = "null_default")]
     pub no_server: bool,
-    #[serde(rename = "trafficShapingPolicy", deserialize_with = "null_default")]
+    #[serde(rename = "trafficShapingPolicy", deserialize_with = "object")]
     pub traffic_shaping_policy: TrafficShapingPolicy,
     #[serde(rename = "alternativeBackends", deserialize_with = "null_default")]
     pub alternative_backends: Vec<String>,
@@ -47,7 +48,7 @@ pub struct BackendSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ServiceSpec {
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "object")]
     pub spec: ServiceSpecInner,
 }
 
@@ -88,7 +89,7 @@ pub struct SessionAffinityConfig {
     /// `balanced` (default) or `persistent`.
     #[serde(deserialize_with = "null_default")]
     pub mode: String,
-    #[serde(rename = "cookieSessionAffinity", deserialize_with = "null_default")]
+    #[serde(rename = "cookieSessionAffinity", deserialize_with = "object")]
     pub cookie: CookieSessionAffinity,
 }
 
@@ -158,6 +159,67 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A struct field read from a JSON object only (`null`: absent). serde's derived
+/// structs also accept a JSON array, read positionally (`"trafficShapingPolicy":
+/// [20, 100]` would set the weights): a wrong type the model must refuse.
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(optional_object(d)?.unwrap_or_default())
+}
+
+fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    d.deserialize_option(ObjectVisitor(std::marker::PhantomData))
+}
+
+/// A list of objects (`null`: empty), each read by [`Object`].
+fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let list = Option::<Vec<Object<T>>>::deserialize(d)?.unwrap_or_default();
+    Ok(list.into_iter().map(|o| o.0).collect())
+}
+
+/// `T` read from a JSON object only, never from an array.
+pub(crate) struct Object<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .and_then(|o: Option<T>| o.ok_or_else(|| de::Error::custom("expected a JSON object")))
+            .map(Object)
+    }
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+    }
+}
+
 /// An endpoint port: a JSON string (as the controller sends it) or a JSON integer.
 fn port_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     struct PortVisitor;
@@ -192,7 +254,26 @@ fn port_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// accepted. So a document of thousands of backends where one changed costs one
 /// scan of its bytes plus one decode (a full `serde_json` pass over the whole
 /// document took ten times as long).
-pub(crate) fn split_document(json: &[u8]) -> Result<Vec<&str>, ConfigError> {
+pub(crate) fn split_document(json: &[u8]) -> Result<Vec<Span>, ConfigError> {
+    let text = check_text(json)?;
+    let i = json.iter().position(|&b| !is_ws(b)).unwrap_or(json.len());
+    if json[i] != b'[' {
+        return Err(ConfigError::Json(format!(
+            "expected a JSON array of backend objects, found {:?} at byte offset {i}",
+            // Escaped: error texts go to C callers as NUL-terminated strings.
+            text[i..].chars().next().unwrap_or(' ')
+        )));
+    }
+    let mut out = Vec::new();
+    match scan_elements(json, i + 1, Resume::ElementOrClose, None, &mut out)? {
+        ScanEnd::Closed(end) => check_trailing(json, end)?,
+        ScanEnd::Stopped | ScanEnd::Missed => unreachable!("no stop position was given"),
+    }
+    Ok(out)
+}
+
+/// The checks of the whole text that come before any scan: size, UTF-8, not empty.
+pub(crate) fn check_text(json: &[u8]) -> Result<&str, ConfigError> {
     if json.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge { size: json.len(), limit: MAX_CONFIG_BYTES });
     }
@@ -200,25 +281,89 @@ pub(crate) fn split_document(json: &[u8]) -> Result<Vec<&str>, ConfigError> {
     if text.trim().is_empty() {
         return Err(ConfigError::Empty);
     }
-    let bad = |what: &str, at: usize| ConfigError::Json(format!("{what} at byte offset {at}"));
-    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let n = json.len();
-    let mut i = json.iter().position(|&b| !ws(b)).unwrap_or(n);
-    if json[i] != b'[' {
-        return Err(ConfigError::Json(format!(
-            "expected a JSON array of backend objects, found `{}` at byte offset {i}",
-            char::from(json[i])
-        )));
+    Ok(text)
+}
+
+/// Only whitespace after the array's `]` at `end`.
+pub(crate) fn check_trailing(json: &[u8], end: usize) -> Result<(), ConfigError> {
+    match json[end..].iter().position(|&b| !is_ws(b)) {
+        Some(extra) => Err(bad_json("trailing characters after the array", end + extra)),
+        None => Ok(()),
     }
-    i += 1;
-    let mut out = Vec::new();
-    loop {
-        while i < n && ws(json[i]) {
+}
+
+/// A backend's text in the document: byte offsets `[start, end)`.
+pub(crate) type Span = (usize, usize);
+
+/// Where a scan of the top-level array resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// Right after `[`: an element or `]`.
+    ElementOrClose,
+    /// Right after an element: `,` or `]`.
+    Delimiter,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanEnd {
+    /// At the array's `]`; the position after it.
+    Closed(usize),
+    /// An element starts exactly at the stop position.
+    Stopped,
+    /// An element started beyond the stop position (none starts there).
+    Missed,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn bad_json(what: &str, at: usize) -> ConfigError {
+    ConfigError::Json(format!("{what} at byte offset {at}"))
+}
+
+/// Scan the elements of the top-level array from byte `i` in state `from`, pushing
+/// their spans to `out`, until the array closes or, given `stop`, an element starts
+/// at or after `stop`. Deterministic and local: resumed from a state a scan of the
+/// same bytes passed through, it finds what that scan found.
+pub(crate) fn scan_elements(
+    json: &[u8],
+    mut i: usize,
+    from: Resume,
+    stop: Option<usize>,
+    out: &mut Vec<Span>,
+) -> Result<ScanEnd, ConfigError> {
+    let n = json.len();
+    let skip_ws = |mut i: usize| {
+        while i < n && is_ws(json[i]) {
             i += 1;
         }
-        if i < n && json[i] == b']' && out.is_empty() {
-            i += 1;
-            break;
+        i
+    };
+    if from == Resume::Delimiter {
+        i = skip_ws(i);
+        match json.get(i) {
+            Some(b',') => i += 1,
+            Some(b']') => return Ok(ScanEnd::Closed(i + 1)),
+            Some(_) => return Err(bad_json("expected `,` or `]` after a backend", i)),
+            None => return Err(bad_json("unexpected end of the document (unclosed array)", n)),
+        }
+    } else {
+        i = skip_ws(i);
+        if json.get(i) == Some(&b']') {
+            return Ok(ScanEnd::Closed(i + 1));
+        }
+    }
+    loop {
+        i = skip_ws(i);
+        if let Some(stop) = stop {
+            if i == stop {
+                return Ok(ScanEnd::Stopped);
+            }
+            if i > stop {
+                return Ok(ScanEnd::Missed);
+            }
         }
         // One element: up to the `,` or `]` at the array's own level.
         let start = i;
@@ -226,40 +371,39 @@ pub(crate) fn split_document(json: &[u8]) -> Result<Vec<&str>, ConfigError> {
         while i < n {
             match json[i] {
                 b'"' => {
-                    i = string_end(json, i + 1).ok_or_else(|| bad("unterminated string", start))?;
+                    i = string_end(json, i + 1).ok_or_else(|| bad_json("unterminated string", start))?;
                     continue;
                 }
                 b'{' | b'[' => {
                     depth += 1;
                     if depth + 1 > MAX_JSON_DEPTH {
-                        return Err(bad(&format!("nested deeper than {MAX_JSON_DEPTH} levels"), i));
+                        return Err(bad_json(&format!("nested deeper than {MAX_JSON_DEPTH} levels"), i));
                     }
                 }
                 b'}' | b']' if depth > 0 => depth -= 1,
                 b',' | b']' if depth == 0 => break,
-                b'}' => return Err(bad("unexpected `}`", i)),
+                b'}' => return Err(bad_json("unexpected `}`", i)),
                 _ => {}
             }
             i += 1;
         }
         if i >= n {
-            return Err(bad("unexpected end of the document (unclosed array or object)", n));
+            return Err(bad_json("unexpected end of the document (unclosed array or object)", n));
         }
-        let element = text[start..i].trim_end_matches([' ', '\t', '\n', '\r']);
-        if element.is_empty() {
-            return Err(bad("expected a backend object", start));
+        let mut end = i;
+        while end > start && is_ws(json[end - 1]) {
+            end -= 1;
         }
-        out.push(element);
-        let end = json[i];
+        if end == start {
+            return Err(bad_json("expected a backend object", start));
+        }
+        out.push((start, end));
+        let delimiter = json[i];
         i += 1;
-        if end == b']' {
-            break;
+        if delimiter == b']' {
+            return Ok(ScanEnd::Closed(i));
         }
     }
-    if let Some(extra) = json[i..].iter().position(|&b| !ws(b)) {
-        return Err(bad("trailing characters after the array", i + extra));
-    }
-    Ok(out)
 }
 
 /// The position just after the string whose contents start at `i` (after its
@@ -293,11 +437,11 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// Decode one backend's raw text, naming the backend and the field on error.
 pub(crate) fn decode_backend(raw: &str, position: usize) -> Result<BackendSpec, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(raw);
-    match serde_path_to_error::deserialize::<_, BackendSpec>(&mut de) {
+    match serde_path_to_error::deserialize::<_, Object<BackendSpec>>(&mut de).map(|o| o.0) {
         // Nothing may follow the object (the document's split only checked the array).
         Ok(spec) => match de.end() {
             Ok(()) => Ok(spec),
-            Err(e) => Err(ConfigError::field(&BackendLabel::Index(position), "(backend)", strip_position(&e.to_string()))),
+            Err(e) => Err(ConfigError::Json(format!("backend {}: {e}", BackendLabel::Index(position)))),
         },
         Err(err) => {
             // Name the backend if its `name` is readable even though another field is not.
@@ -315,6 +459,11 @@ pub(crate) fn decode_backend(raw: &str, position: usize) -> Result<BackendSpec, 
             };
             let path = err.path().to_string();
             let inner = err.into_inner();
+            // Not a value of the wrong type: the backend's text is not JSON (the
+            // document's split only checked the array around it).
+            if matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof) {
+                return Err(ConfigError::Json(format!("backend {label}: {inner}")));
+            }
             let field = if path == "." || path.is_empty() { "(backend)".to_owned() } else { path };
             Err(ConfigError::field(&label, field, strip_position(&inner.to_string())))
         }
@@ -386,8 +535,8 @@ mod tests {
     use super::*;
 
     fn one(json: &str) -> Result<BackendSpec, ConfigError> {
-        let raws = split_document(json.as_bytes())?;
-        decode_backend(raws[0], 0)
+        let spans = split_document(json.as_bytes())?;
+        decode_backend(&json[spans[0].0..spans[0].1], 0)
     }
 
     #[test]
@@ -486,12 +635,15 @@ mod tests {
     #[test]
     fn split_finds_elements_and_checks_the_array() {
         fn ok(doc: &str) -> Vec<&str> {
-            split_document(doc.as_bytes()).unwrap()
+            split_document(doc.as_bytes()).unwrap().into_iter().map(|(a, b)| &doc[a..b]).collect()
         }
         assert_eq!(ok("[]"), Vec::<&str>::new());
         assert_eq!(ok(" \n[ ]\t"), Vec::<&str>::new());
         assert_eq!(ok(r#"[{"a":1}]"#), vec![r#"{"a":1}"#]);
-        assert_eq!(ok("[ {\"a\":[1,{\"b\":2}]} ,\n{\"c\":\"x,]}\"} ]"), vec![r#"{"a":[1,{"b":2}]}"#, r#"{"c":"x,]}"}"#]);
+        assert_eq!(
+            ok("[ {\"a\":[1,{\"b\":2}]} ,\n{\"c\":\"x,]}\"} ]"),
+            vec![r#"{"a":[1,{"b":2}]}"#, r#"{"c":"x,]}"}"#]
+        );
         // Escaped quotes and backslashes inside strings.
         assert_eq!(ok(r#"[{"n":"a\"],b\\"},{"m":"\\"}]"#), vec![r#"{"n":"a\"],b\\"}"#, r#"{"m":"\\"}"#]);
         // Exactly MAX_JSON_DEPTH levels, the array included, is fine; one more is not.
@@ -523,8 +675,8 @@ mod tests {
             (r#"[42]"#, "invalid type"),
             (r#"[{"name":"a"} {"name":"b"}]"#, "trailing characters"),
         ] {
-            let raws = split_document(doc.as_bytes()).unwrap_or_else(|e| panic!("{doc}: {e}"));
-            let e = decode_backend(raws[0], 0).unwrap_err().to_string();
+            let spans = split_document(doc.as_bytes()).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            let e = decode_backend(&doc[spans[0].0..spans[0].1], 0).unwrap_err().to_string();
             assert!(e.contains(needle), "{doc}: {e}");
         }
     }

@@ -58,8 +58,10 @@ impl Endpoint {
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) spec: BackendSpec,
-    /// The backend's JSON text, to recognise it unchanged in the next document.
+    /// The backend's JSON text, to recognise it unchanged in the next document, and
+    /// its [`fingerprint`].
     raw: Box<str>,
+    raw_hash: u64,
     pub(crate) kind: AlgorithmKind,
     pub(crate) endpoints: Box<[Endpoint]>,
     pub(crate) algorithm: Algorithm,
@@ -75,9 +77,10 @@ pub(crate) struct Backend {
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub(crate) generation: u64,
-    /// The document as POSTed, and its hash, to recognise an identical document.
+    /// The document as POSTed, to recognise an identical document.
     pub(crate) doc: Option<Arc<[u8]>>,
-    pub(crate) doc_hash: u64,
+    /// Where each backend's text is in `doc` (same order as `backends`).
+    spans: Vec<config::Span>,
     pub(crate) backends: Vec<Arc<Backend>>,
     /// Canary plans of the backends that have alternatives, by backend index.
     plans: Vec<Option<Box<Plan>>>,
@@ -150,16 +153,24 @@ impl Snapshot {
     /// Compile `json` into a new snapshot, reusing backends of `prev` whose text did
     /// not change. Nothing is published here.
     pub(crate) fn compile(json: &[u8], prev: &Snapshot) -> Result<(Snapshot, ApplyReport), ConfigError> {
-        let raws = config::split_document(json)?;
-        let mut report = ApplyReport { backends: raws.len(), ..ApplyReport::default() };
-        let mut backends = Vec::with_capacity(raws.len());
-        let mut by_name = NameIndex::with_capacity(raws.len());
+        let text = config::check_text(json)?;
+        let (spans, known) = match prev.split_against(json) {
+            Some(split) => split?,
+            None => (config::split_document(json)?, Vec::new()),
+        };
+        let mut report = ApplyReport { backends: spans.len(), ..ApplyReport::default() };
+        let mut backends = Vec::with_capacity(spans.len());
+        let mut by_name = NameIndex::with_capacity(spans.len());
         let mut by_raw_hash: HashMap<u64, u32, ahash::RandomState> =
-            HashMap::with_capacity_and_hasher(raws.len(), ahash::RandomState::new());
-        for (position, raw) in raws.iter().enumerate() {
-            let text = *raw;
-            let raw_hash = fingerprint(text.as_bytes());
-            let backend = match prev.find_same(text, raw_hash) {
+            HashMap::with_capacity_and_hasher(spans.len(), ahash::RandomState::new());
+        for (position, &(start, end)) in spans.iter().enumerate() {
+            let raw = &text[start..end];
+            let same = match known.get(position).copied().flatten() {
+                // The same bytes as the previous document's backend there.
+                Some(i) => Some(&prev.backends[i as usize]),
+                None => prev.find_same(raw),
+            };
+            let backend = match same {
                 Some(same) => {
                     report.reused += 1;
                     Arc::clone(same)
@@ -167,13 +178,13 @@ impl Snapshot {
                 None => {
                     report.rebuilt += 1;
                     let spec = config::decode_backend(raw, position)?;
-                    Arc::new(Backend::build(spec, text, position)?)
+                    Arc::new(Backend::build(spec, raw, position)?)
                 }
             };
             if !by_name.insert(backend.spec.name.as_bytes(), backends.len() as u32) {
                 return Err(ConfigError::DuplicateBackend(backend.spec.name.clone()));
             }
-            by_raw_hash.insert(raw_hash, backends.len() as u32);
+            by_raw_hash.insert(backend.raw_hash, backends.len() as u32);
             report.warnings.extend(backend.warnings.iter().cloned());
             backends.push(backend);
         }
@@ -181,7 +192,7 @@ impl Snapshot {
         let snapshot = Snapshot {
             generation: prev.generation + 1,
             doc: Some(Arc::from(json)),
-            doc_hash: fingerprint(json),
+            spans,
             backends,
             plans,
             by_name,
@@ -191,10 +202,69 @@ impl Snapshot {
     }
 
     /// The backend of the previous snapshot with exactly this JSON text, if any.
-    fn find_same(&self, text: &str, raw_hash: u64) -> Option<&Arc<Backend>> {
-        let &i = self.by_raw_hash.get(&raw_hash)?;
+    fn find_same(&self, text: &str) -> Option<&Arc<Backend>> {
+        let &i = self.by_raw_hash.get(&fingerprint(text.as_bytes()))?;
         let b = &self.backends[i as usize];
         (&*b.raw == text).then_some(b)
+    }
+
+    /// Split `json` using this snapshot's document: the bytes it shares with it at
+    /// the start and at the end hold the same backends at the same places (shifted at
+    /// the end), so only the part in between is scanned, and the backends in the
+    /// shared parts are known unchanged without hashing or comparing them. Returns
+    /// the spans and, for each, the index of the identical backend here if known;
+    /// `None` when the shortcut does not apply (then split the whole document).
+    ///
+    /// Sound because the scan is deterministic and local: over the shared start it
+    /// would pass through exactly the states the scan of this document did, and it
+    /// is resumed from the state after the last backend there; if it reaches the
+    /// first backend of the shared end exactly at an element start, the rest is the
+    /// same bytes this document's scan accepted. Anything else falls back.
+    #[allow(clippy::type_complexity)]
+    fn split_against(&self, json: &[u8]) -> Option<Result<(Vec<config::Span>, Vec<Option<u32>>), ConfigError>> {
+        let old = self.doc.as_deref()?;
+        let old_spans = &self.spans;
+        let m = old_spans.len();
+        if m == 0 {
+            return None;
+        }
+        let prefix = common_prefix(old, json);
+        let suffix = common_suffix(old, json).min(old.len().min(json.len()) - prefix);
+        // Backends wholly inside the shared start, and from which one on wholly
+        // inside the shared end.
+        let k = old_spans.partition_point(|&(_, end)| end <= prefix);
+        let old_tail = old.len() - suffix;
+        let j = old_spans.partition_point(|&(start, _)| start < old_tail).max(k);
+        if k == 0 && j == m {
+            return None; // nothing shared worth the trouble
+        }
+        let shift = |pos: usize| pos + json.len() - old.len();
+        let (from, state) = match k {
+            0 => (json.iter().position(|&b| b == b'[')? + 1, config::Resume::ElementOrClose),
+            _ => (old_spans[k - 1].1, config::Resume::Delimiter),
+        };
+        let stop = (j < m).then(|| shift(old_spans[j].0));
+        let mut spans = Vec::with_capacity(m + 4);
+        spans.extend_from_slice(&old_spans[..k]);
+        let mut known: Vec<Option<u32>> = (0..k as u32).map(Some).collect();
+        let end = match config::scan_elements(json, from, state, stop, &mut spans) {
+            Ok(end) => end,
+            Err(e) => return Some(Err(e)),
+        };
+        known.resize(spans.len(), None);
+        match end {
+            config::ScanEnd::Stopped => {
+                spans.extend(old_spans[j..].iter().map(|&(a, b)| (shift(a), shift(b))));
+                known.extend((j as u32..m as u32).map(Some));
+            }
+            config::ScanEnd::Closed(close) if j == m => {
+                if let Err(e) = config::check_trailing(json, close) {
+                    return Some(Err(e));
+                }
+            }
+            _ => return None,
+        }
+        Some(Ok((spans, known)))
     }
 
     /// Warnings of every backend in force, in document order.
@@ -205,7 +275,8 @@ impl Snapshot {
     /// True when `json` is byte-for-byte the document in force.
     pub(crate) fn is_same_document(&self, json: &[u8]) -> bool {
         match &self.doc {
-            Some(doc) => doc.len() == json.len() && self.doc_hash == fingerprint(json) && **doc == *json,
+            // A changed document differs early: comparing is cheaper than hashing.
+            Some(doc) => doc.len() == json.len() && **doc == *json,
             None => false,
         }
     }
@@ -260,6 +331,7 @@ impl Backend {
         let policy = Policy::build(&spec.name, &spec.traffic_shaping_policy, &mut warnings);
         Ok(Backend {
             raw: raw.into(),
+            raw_hash: fingerprint(raw.as_bytes()),
             kind,
             endpoints: endpoints.into_boxed_slice(),
             algorithm,
@@ -268,6 +340,30 @@ impl Backend {
             spec,
         })
     }
+}
+
+/// Length of the longest common start of `a` and `b` (compared in blocks, then byte
+/// by byte in the block that differs).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + BLOCK <= n && a[i..i + BLOCK] == b[i..i + BLOCK] {
+        i += BLOCK;
+    }
+    i + a[i..n].iter().zip(&b[i..n]).take_while(|(x, y)| x == y).count()
+}
+
+/// Length of the longest common end of `a` and `b`.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut i = n;
+    while i >= BLOCK && a[i - BLOCK..i] == b[i - BLOCK..i] {
+        i -= BLOCK;
+    }
+    (n - i) + a[..i].iter().rev().zip(b[..i].iter().rev()).take_while(|(x, y)| x == y).count()
 }
 
 /// The canary plan of every backend with alternatives. Every alternative backend
@@ -306,6 +402,88 @@ fn canary_plans(backends: &[Arc<Backend>], by_name: &NameIndex) -> Result<Vec<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn backend_json(i: usize, port: u32, pad: &str) -> String {
+        format!(
+            r#"{pad}{{"name":"ns-svc-{i}","endpoints":[{{"address":"10.0.{}.{}","port":"{port}"}}],"x":"a,]}}\"b"}}"#,
+            i / 200,
+            i % 200 + 1
+        )
+    }
+
+    /// (names, endpoint texts) of a compile result, or the error text.
+    fn outcome(r: Result<(Snapshot, ApplyReport), ConfigError>) -> Result<Vec<(String, Vec<String>)>, String> {
+        r.map(|(s, _)| {
+            s.backends
+                .iter()
+                .map(|b| (b.spec.name.clone(), b.endpoints.iter().map(|e| e.text.to_string()).collect()))
+                .collect()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn splitting_against_the_previous_document_finds_what_a_full_split_finds() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..400 {
+            let n = rng.gen_range(1..40);
+            let parts: Vec<String> = (0..n).map(|i| backend_json(i, 80, "")).collect();
+            let base = format!("[{}]", parts.join(","));
+            let (prev, _) = Snapshot::compile(base.as_bytes(), &Snapshot::default()).unwrap();
+            let mut parts2 = parts.clone();
+            let at = rng.gen_range(0..n);
+            match rng.gen_range(0..10) {
+                0 => parts2[at] = backend_json(at, 81, ""),
+                1 => parts2.insert(at, backend_json(1000 + at, 80, "")),
+                2 => {
+                    parts2.remove(at);
+                }
+                3 => parts2.swap(at, rng.gen_range(0..n)),
+                4 => parts2[at] = backend_json(at, 80, " \n "),
+                5 => parts2[at] = format!("{}}}", parts2[at]),
+                6 => parts2[at] = parts2[at].replacen('"', "", 1),
+                7 => parts2[at] = String::new(),
+                8 => parts2[at] = format!("{}, ", parts2[at]),
+                _ => parts2[at] = parts2[at].replace("10.0.", "10.0.0."),
+            }
+            let mut doc = format!("[{}]", parts2.join(","));
+            match rng.gen_range(0..8) {
+                0 => doc.push_str(" x"),
+                1 => {
+                    doc.pop();
+                }
+                2 => doc.insert(rng.gen_range(0..doc.len()), '"'),
+                3 => doc = format!(" {doc}\n"),
+                _ => {}
+            }
+            let fast = Snapshot::compile(doc.as_bytes(), &prev);
+            let full = Snapshot::compile(doc.as_bytes(), &Snapshot::default());
+            let (fast, full) = (outcome(fast), outcome(full));
+            assert_eq!(fast.is_ok(), full.is_ok(), "round {round}: {doc}\nfast {fast:?}\nfull {full:?}");
+            if let (Ok(a), Ok(b)) = (&fast, &full) {
+                assert_eq!(a, b, "round {round}: {doc}");
+            }
+        }
+    }
+
+    #[test]
+    fn unchanged_backends_around_a_change_are_reused_without_being_decoded() {
+        let parts: Vec<String> = (0..50).map(|i| backend_json(i, 80, "")).collect();
+        let base = format!("[{}]", parts.join(","));
+        let (prev, _) = Snapshot::compile(base.as_bytes(), &Snapshot::default()).unwrap();
+        let mut parts2 = parts.clone();
+        parts2[25] = backend_json(25, 81, "");
+        parts2.insert(40, backend_json(99, 80, ""));
+        let doc = format!("[{}]", parts2.join(","));
+        let (next, report) = Snapshot::compile(doc.as_bytes(), &prev).unwrap();
+        assert_eq!((report.rebuilt, report.reused), (2, 49));
+        for i in (0..25).chain(26..50) {
+            let name = format!("ns-svc-{i}");
+            let (a, b) = (prev.backend(name.as_bytes()).unwrap(), next.backend(name.as_bytes()).unwrap());
+            assert!(std::ptr::eq(a, b), "{name} reused as it was");
+        }
+    }
 
     #[test]
     fn name_index_finds_each_name_and_refuses_duplicates() {
