@@ -53,7 +53,7 @@ run: setup build
 	scripts/demo.sh
 
 bench:
-	cargo bench --bench pick
+	cargo bench --bench pick --bench certs --bench apply
 
 lint:
 	cargo fmt --all --check
@@ -63,3 +63,13 @@ lint:
 clean:
 	cargo clean
 	rm -rf t/servroot
+
+# Reload and churn under load, both front ends (scripts/stress.sh, README "Reliability"):
+# reloads, endpoint churn, graceful quit, 10 000 updates, a killed worker.
+.PHONY: stress stress-short
+stress: build
+	LIB=$(LIB) MODULE=$(MODULE) NGINX=$(NGINX) scripts/stress.sh
+
+# The same in under a minute (durations / 5), for CI.
+stress-short: build
+	STRESS_SHORT=1 LIB=$(LIB) MODULE=$(MODULE) NGINX=$(NGINX) scripts/stress.sh
