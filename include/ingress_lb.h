@@ -276,6 +276,35 @@ void ilb_stats_free(ilb_stats *stats);
  * instead of process-local memory. `stats` must outlive the core. */
 ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
 
+/* State on disk */
+
+/* The last accepted backends and servers documents, kept in a directory so that a
+ * restarted nginx serves at once, before the controller posts again. `kind` is
+ * "backends" or "servers" (else ILB_INVALID_ARGUMENT); the file is dir/<kind>.json,
+ * the document exactly as accepted. Errors (ILB_CONFIG_REJECTED, with text naming the
+ * file and why) are the operating system's, or, for ilb_state_load(), a document the
+ * core rejects. Neither function needs a core; neither allocates anything the caller
+ * must free. */
+
+/* Save `doc` (an accepted document; never an empty one: ILB_INVALID_ARGUMENT)
+ * atomically: a temporary file in `dir` (mode 0600: servers documents hold private
+ * keys), fsync, rename over dir/<kind>.json, fsync of the directory; `dir` is created
+ * (mode 0700) when missing. Processes may save at once: the last rename wins, so save
+ * what the shared store holds and save again if its generation moved meanwhile. */
+ilb_result ilb_state_save(const char *dir, size_t dir_len, const char *kind, size_t kind_len,
+                          const uint8_t *doc, size_t doc_len, char *err, size_t err_cap,
+                          size_t *err_len);
+
+/* Read dir/<kind>.json back. ILB_OK with *len = 0: nothing saved (no file, no
+ * directory). A file larger than cap (ask with buf NULL and cap 0): nothing copied,
+ * ILB_INVALID_ARGUMENT, *len = its size. Otherwise the core checks the document as it
+ * would check a POST of it (nothing is published): ILB_OK, the document in buf and its
+ * length in *len; or ILB_CONFIG_REJECTED (a corrupt, empty, unreadable or rejected
+ * file: report it and start without it). len is required. */
+ilb_result ilb_state_load(const char *dir, size_t dir_len, const char *kind, size_t kind_len,
+                          uint8_t *buf, size_t cap, size_t *len, char *err, size_t err_cap,
+                          size_t *err_len);
+
 /* Certificates (SNI) */
 
 /* The certificate store is separate from the backends: its own document, its own

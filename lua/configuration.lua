@@ -30,6 +30,14 @@
 --     stock writes them (so GET /configuration/certs answers as stock), after
 --     the document is in force.
 --
+-- State on disk (require("ingress_lb.core").configure{ state_dir = "/dir" } before
+-- this module is required in init_by_lua): each accepted backends or servers
+-- document is also saved there (core.state_save, atomically); required in
+-- init_by_lua, this module loads the saved documents into the shared dicts, as
+-- if they had just been POSTed, when the dicts have none (a start, not a reload),
+-- so every worker serves them from its first request. A corrupt or unreadable
+-- file is logged and ignored.
+--
 -- Shared dicts: configuration_data (required), certificate_data and
 -- certificate_servers (for /configuration/servers and /configuration/certs),
 -- ocsp_response_cache (optional: entries of renewed certificates are dropped).
@@ -184,6 +192,34 @@ local function store_stock_dicts(configuration, err_buf)
   end
 end
 
+-- Save the `kind` document ("backends", "servers") stored under `doc_key` in
+-- configuration_data to configure{ state_dir }, once the core accepted it. What is
+-- saved is what the dict holds: when another worker stored a newer document
+-- meanwhile (the counter `generation_key` moved), it is saved again, so the file
+-- ends with the latest accepted document whatever the order of the saves.
+local function save_state(kind, doc_key, generation_key)
+  local dir = core.state_dir()
+  if not dir then
+    return
+  end
+  for _ = 1, 8 do
+    local generation = configuration_data:get(generation_key)
+    local document = configuration_data:get(doc_key)
+    if document == nil then
+      return
+    end
+    local ok, err = core.state_save(dir, kind, document)
+    if not ok then
+      ngx.log(ngx.ERR, "dynamic-configuration: could not save the ", kind,
+              " configuration: ", err)
+      return
+    end
+    if configuration_data:get(generation_key) == generation then
+      return
+    end
+  end
+end
+
 -- Put this worker's certificates back on the document the other workers use.
 -- Apply a POSTed `kind` document ("backends", "servers") in this worker's core
 -- with `apply` before anything is stored: true, or false after answering 400 with
@@ -255,6 +291,8 @@ local function handle_servers()
   if certificate then
     certificate.apply_servers(raw_configuration, generation)
   end
+
+  save_state("servers", SERVERS_KEY, SERVERS_GENERATION_KEY)
 
   -- the stock dicts, for the tools that read them
   local json = get_cjson()
@@ -393,7 +431,64 @@ local function handle_backends()
             GENERATION_KEY, ": ", tostring(err))
   end
 
+  save_state("backends", "backends", GENERATION_KEY)
+
   ngx.status = ngx.HTTP_CREATED
+end
+
+-- At start (init_by_lua, in the master, before the workers exist): the documents
+-- saved in configure{ state_dir }, checked by the core, into configuration_data as
+-- an accepted POST stores them, unless the dict has a document already (a reload
+-- keeps the dicts: they are newer).
+local function load_state()
+  local dir = core.state_dir()
+  if not dir or not configuration_data then
+    return
+  end
+
+  if configuration_data:get("backends") == nil then
+    local document, err = core.state_load(dir, "backends")
+    if document then
+      configuration_data:set("backends", document)
+      configuration_data:set("raw_backends_last_synced_at", ngx.time())
+      configuration_data:incr(GENERATION_KEY, 1, 0)
+      ngx.log(ngx.INFO, "dynamic-configuration: backends loaded from ", dir)
+    elseif document == nil then
+      ngx.log(ngx.ERR, "dynamic-configuration: the saved backends configuration is ",
+              "ignored: ", err)
+    end
+  end
+
+  if configuration_data:get(SERVERS_KEY) == nil then
+    local document, err = core.state_load(dir, "servers")
+    if document then
+      local ok, set_err = configuration_data:safe_set(SERVERS_KEY, document)
+      if not ok then
+        ngx.log(ngx.ERR, "dynamic-configuration: could not store the saved servers ",
+                "document in configuration_data: ", tostring(set_err))
+        return
+      end
+      configuration_data:incr(SERVERS_GENERATION_KEY, 1, 0)
+      -- the stock dicts, for the tools that read them
+      local json = get_cjson()
+      local configuration = json and json.decode(document)
+      if type(configuration) == "table" and certificate_data and certificate_servers then
+        local err_buf = {}
+        store_stock_dicts(configuration, err_buf)
+        if #err_buf > 0 then
+          ngx.log(ngx.ERR, table.concat(err_buf))
+        end
+      end
+      ngx.log(ngx.INFO, "dynamic-configuration: servers loaded from ", dir)
+    elseif document == nil then
+      ngx.log(ngx.ERR, "dynamic-configuration: the saved servers configuration is ",
+              "ignored: ", err)
+    end
+  end
+end
+
+if ngx.get_phase() == "init" then
+  load_state()
 end
 
 function _M.call()

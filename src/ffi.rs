@@ -12,6 +12,7 @@ use crate::request::Request;
 use crate::{header_name_is, AlgorithmKind, ConfigError, Core, Headers, PickError, MAX_CONFIG_BYTES};
 
 pub mod certs;
+pub mod state;
 
 /// `ILB_ABI_VERSION` of the header.
 pub const ABI_VERSION: u32 = 1;

@@ -20,6 +20,7 @@ mod pick;
 mod request;
 mod rng;
 mod snapshot;
+pub mod state;
 mod stats;
 
 use std::sync::Arc;

@@ -259,6 +259,35 @@ void ilb_stats_free(ilb_stats *stats);
  * instead of process-local memory. `stats` must outlive the core. */
 ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
 
+/* State on disk */
+
+/* The last accepted backends and servers documents, kept in a directory so that a
+ * restarted nginx serves at once, before the controller posts again. `kind` is
+ * "backends" or "servers" (else ILB_INVALID_ARGUMENT); the file is dir/<kind>.json,
+ * the document exactly as accepted. Errors (ILB_CONFIG_REJECTED, with text naming the
+ * file and why) are the operating system's, or, for ilb_state_load(), a document the
+ * core rejects. Neither function needs a core; neither allocates anything the caller
+ * must free. */
+
+/* Save `doc` (an accepted document; never an empty one: ILB_INVALID_ARGUMENT)
+ * atomically: a temporary file in `dir` (mode 0600: servers documents hold private
+ * keys), fsync, rename over dir/<kind>.json, fsync of the directory; `dir` is created
+ * (mode 0700) when missing. Processes may save at once: the last rename wins, so save
+ * what the shared store holds and save again if its generation moved meanwhile. */
+ilb_result ilb_state_save(const char *dir, size_t dir_len, const char *kind, size_t kind_len,
+                          const uint8_t *doc, size_t doc_len, char *err, size_t err_cap,
+                          size_t *err_len);
+
+/* Read dir/<kind>.json back. ILB_OK with *len = 0: nothing saved (no file, no
+ * directory). A file larger than cap (ask with buf NULL and cap 0): nothing copied,
+ * ILB_INVALID_ARGUMENT, *len = its size. Otherwise the core checks the document as it
+ * would check a POST of it (nothing is published): ILB_OK, the document in buf and its
+ * length in *len; or ILB_CONFIG_REJECTED (a corrupt, empty, unreadable or rejected
+ * file: report it and start without it). len is required. */
+ilb_result ilb_state_load(const char *dir, size_t dir_len, const char *kind, size_t kind_len,
+                          uint8_t *buf, size_t cap, size_t *len, char *err, size_t err_cap,
+                          size_t *err_len);
+
 /* Certificates (SNI) */
 
 /* The certificate store is separate from the backends: its own document, its own
@@ -403,7 +432,7 @@ local u32_out = ffi_new("uint32_t[1]")
 local req = ffi_new("ilb_request")
 local peer = ffi_new("ilb_peer")
 
-local settings = { library = nil, ewma_slots = nil }
+local settings = { library = nil, ewma_slots = nil, state_dir = nil }
 
 -- set by load()
 local lib
@@ -479,6 +508,9 @@ end
 --   ewma_slots: endpoints the shared ewma statistics can hold (default
 --     DEFAULT_EWMA_SLOTS); only before they are created, i.e. before
 --     require("balancer") in init_by_lua
+--   state_dir: directory where the accepted backends and servers documents are
+--     saved (absolute path; nil: nothing saved), loaded back at start: set it
+--     before require("configuration") in init_by_lua
 function _M.configure(opts)
     if type(opts) ~= "table" then
         error("ingress_lb.core.configure: expected a table", 2)
@@ -511,11 +543,19 @@ function _M.configure(opts)
         end
     end
 
+    local state_dir = opts.state_dir
+    if state_dir ~= nil and (type(state_dir) ~= "string" or state_dir == "") then
+        error("ingress_lb.core.configure: state_dir must be a non-empty string", 2)
+    end
+
     if library ~= nil then
         settings.library = library
     end
     if slots ~= nil then
         settings.ewma_slots = slots
+    end
+    if state_dir ~= nil then
+        settings.state_dir = state_dir
     end
 
     return true
@@ -1418,6 +1458,112 @@ function _M.certificate_exists(id)
     size_out[0] = 0
     local rc = tonumber(C_certificate_pem(c, id, nil, 0, size_out))
     return rc == ILB_OK or rc == ILB_INVALID_ARGUMENT
+end
+
+
+-- State on disk ----------------------------------------------------------------
+--
+-- The accepted backends and servers documents saved in configure{ state_dir }
+-- (ilb_state_save, ilb_state_load), so that a restarted nginx serves them before
+-- the controller posts again. configuration.lua saves after each accepted POST
+-- and loads them in init_by_lua.
+
+-- set by load_state_functions(); nil when the library predates them
+local C_state_save
+local C_state_load
+
+-- the error text length of state_load() (size_out holds the document's)
+local err_len_out = ffi_new("size_t[1]")
+
+
+local function load_state_functions()
+    if C_state_load then
+        return true
+    end
+
+    local clib, err = load()
+    if not clib then
+        return nil, err
+    end
+
+    local ok, e = pcall(function()
+        C_state_save = clib.ilb_state_save
+        C_state_load = clib.ilb_state_load
+    end)
+    if not ok then
+        C_state_load = nil
+        return nil, "ingress-lb: " .. tostring(lib_path) .. " has no state functions "
+                    .. "(ilb_state_save, ilb_state_load): " .. tostring(e)
+    end
+    return true
+end
+
+
+-- The directory given as configure{ state_dir }, or nil.
+function _M.state_dir()
+    return settings.state_dir
+end
+
+
+-- Save `doc`, an accepted document of `kind` ("backends" or "servers"), as
+-- <dir>/<kind>.json, atomically. Returns true, or nil, message, rc.
+function _M.state_save(dir, kind, doc)
+    local ok, err = load_state_functions()
+    if not ok then
+        return nil, err
+    end
+    if type(dir) ~= "string" or type(kind) ~= "string" or type(doc) ~= "string" then
+        return nil, "state_save: dir, kind and doc must be strings", _M.INVALID_ARGUMENT
+    end
+
+    size_out[0] = 0
+    local rc = tonumber(C_state_save(dir, #dir, kind, #kind, doc, #doc, err_buf, ERR_CAP,
+                                     size_out))
+    if rc == ILB_OK then
+        return true
+    end
+    return nil, last_error(rc), rc
+end
+
+
+-- The saved document of `kind` in `dir`, checked by the core as a POST of it would
+-- be: the document; false when nothing is saved; or nil, message, rc (a corrupt,
+-- unreadable or rejected file: the message names the file and why).
+function _M.state_load(dir, kind)
+    local ok, err = load_state_functions()
+    if not ok then
+        return nil, err
+    end
+    if type(dir) ~= "string" or type(kind) ~= "string" then
+        return nil, "state_load: dir and kind must be strings", _M.INVALID_ARGUMENT
+    end
+
+    local cap, buf = 0, nil
+    -- the size first; again if the file grew in between
+    for _ = 1, 4 do
+        size_out[0] = 0
+        err_len_out[0] = 0
+        local rc = tonumber(C_state_load(dir, #dir, kind, #kind, buf, cap, size_out,
+                                         err_buf, ERR_CAP, err_len_out))
+        local n = tonumber(size_out[0])
+        if rc == ILB_OK then
+            if n == 0 then
+                return false
+            end
+            return ffi_string(buf, n)
+        end
+        if rc ~= ILB_INVALID_ARGUMENT or n <= cap then
+            local len = tonumber(err_len_out[0])
+            if len > 0 then
+                return nil, ffi_string(err_buf, len), rc
+            end
+            return nil, _M.result_name(rc), rc
+        end
+        cap = n
+        buf = ffi_new("uint8_t[?]", cap)
+    end
+    return nil, "state file of " .. kind .. " in " .. dir .. " keeps changing size",
+           _M.INVALID_ARGUMENT
 end
 
 

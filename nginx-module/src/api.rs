@@ -399,6 +399,12 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     };
 
+    // On disk too (ingress_lb_state_path): the zone's document, i.e. the latest accepted.
+    // SAFETY: r is a valid request of an http{} configuration using this module.
+    if let Some(dir) = Module::main_conf(unsafe { &*r }).and_then(|m| m.state_dir()) {
+        crate::state::save_latest(log, dir, kind, &zone);
+    }
+
     // The warnings of the configuration now in force, and of the shared ewma
     // statistics (a full table), as the core reports them.
     if kind == Kind::Backends {

@@ -5,7 +5,7 @@ use core::ptr;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_get_variable_index, ngx_http_handler_pt,
+    ngx_array_push, ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_get_variable_index, ngx_http_handler_pt,
     ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_upstream_srv_conf_t,
     ngx_int_t, ngx_palloc, ngx_parse_size, ngx_str_t, ngx_uint_t, NGX_HTTP_UPSTREAM_CREATE, NGX_LOG_EMERG,
     NGX_LOG_WARN,
@@ -66,6 +66,8 @@ pub(crate) struct MainConf {
     pub(crate) alternative_index: isize,
     /// Indexes of the upstream variables reported to the core after a response.
     pub(crate) upstream_vars: UpstreamVars,
+    /// `ingress_lb_state_path`: the state directory, absolute (empty: not set).
+    pub(crate) state_dir: ngx_str_t,
 }
 
 /// Indexes of `$upstream_addr`, `$upstream_status`, `$upstream_connect_time`,
@@ -94,6 +96,7 @@ impl Default for MainConf {
             score_index: UNSET,
             alternative_index: UNSET,
             upstream_vars: UpstreamVars { addr: UNSET, status: UNSET, connect_time: UNSET, response_time: UNSET },
+            state_dir: ngx_str_t { len: 0, data: ptr::null_mut() },
         }
     }
 }
@@ -111,6 +114,17 @@ impl MainConf {
     pub(crate) fn servers_zone(&self) -> Option<Zone> {
         // SAFETY: servers_shm_zone is null or the zone nginx returned, valid for the cycle.
         unsafe { Zone::from_shm_zone(self.servers_shm_zone, Kind::Servers) }
+    }
+
+    /// The directory of `ingress_lb_state_path`, if set.
+    pub(crate) fn state_dir(&self) -> Option<&std::path::Path> {
+        if self.state_dir.len == 0 || self.state_dir.data.is_null() {
+            return None;
+        }
+        // SAFETY: set by the directive to a string of the cycle's pool, which outlives
+        // the configuration.
+        let bytes = unsafe { core::slice::from_raw_parts(self.state_dir.data, self.state_dir.len) };
+        Some(std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes)))
     }
 
     /// The zone holding the document of `kind`.
@@ -337,6 +351,31 @@ pub(crate) unsafe extern "C" fn set_servers_zone(
     let Ok(size) = zone_size_arg(cf) else { return NGX_CONF_ERROR };
     mcf.servers_zone_size = size;
     mcf.used = true;
+    NGX_CONF_OK
+}
+
+/// `ingress_lb_state_path DIR;`: a relative path is taken from nginx's prefix.
+pub(crate) unsafe extern "C" fn set_state_path(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is our main configuration (NGX_HTTP_MAIN_CONF_OFFSET).
+    let mcf = unsafe { &mut *(conf as *mut MainConf) };
+    if mcf.state_dir.len != 0 {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: NGX_CONF_TAKE1 guarantees args[1].
+    let mut value = unsafe { args(cf)[1] };
+    if value.len == 0 || value.as_bytes().contains(&0) {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid state path \"{}\"", value);
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: cf is valid; nginx allocates the full name from the cycle's pool.
+    if unsafe { ngx_conf_full_name((*cf).cycle, &mut value, 0) } != ngx::ffi::NGX_OK as ngx_int_t {
+        return NGX_CONF_ERROR;
+    }
+    mcf.state_dir = value;
     NGX_CONF_OK
 }
 

@@ -20,6 +20,8 @@
 //!   ingress-nginx's `balancer.rewrite()` for unknown backends ([`route`]).
 //! * `ingress_lb_ewma_zone SIZE;` (http) — the shared memory zone of the ewma
 //!   statistics every worker uses ([`ewma`]), with `$balancer_ewma_score`.
+//! * `ingress_lb_state_path DIR;` (http) — the accepted documents saved on disk and
+//!   loaded back into the zones at start ([`state`]).
 //!
 //! Every algorithm of the core is served: the balancer fetches the request data a
 //! backend's algorithm needs (hash key: [`hashkey`]; cookie, host, location, user
@@ -41,6 +43,7 @@ mod hashkey;
 mod reqdata;
 mod route;
 mod shared;
+mod state;
 mod util;
 
 use core::ffi::c_void;
@@ -130,7 +133,7 @@ static NGX_HTTP_INGRESS_LB_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(conf::merge_loc_conf),
 };
 
-static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 8] = [
+static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 9] = [
     ngx_command_t {
         name: ngx_string!("ingress_lb_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
@@ -187,6 +190,14 @@ static mut NGX_HTTP_INGRESS_LB_COMMANDS: [ngx_command_t; 8] = [
         offset: 0,
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("ingress_lb_state_path"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx::ffi::ngx_uint_t,
+        set: Some(conf::set_state_path),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET as ngx::ffi::ngx_uint_t,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -207,12 +218,20 @@ pub static mut ngx_http_ingress_lb_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// Runs in the master (or single) process after the configuration is read.
+/// Runs in the master (or single) process after the configuration is read, once the
+/// shared zones exist: the documents saved by `ingress_lb_state_path` go to the zones
+/// that hold none yet, before any worker starts.
 extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     util::install_panic_hook();
     // SAFETY: nginx passes the new, valid cycle.
     let log = unsafe { (*cycle).log };
-    util::guard(log, "init_module", ngx::ffi::NGX_ERROR as ngx_int_t, || ngx::ffi::NGX_OK as ngx_int_t)
+    util::guard(log, "init_module", ngx::ffi::NGX_ERROR as ngx_int_t, || {
+        // SAFETY: the cycle is valid; its http main configuration, if any, is ours to read.
+        if let Some(mcf) = unsafe { Module::main_conf(&*cycle) } {
+            state::load_at_start(mcf, log);
+        }
+        ngx::ffi::NGX_OK as ngx_int_t
+    })
 }
 
 /// Runs in every worker (or the single process): apply the configuration held by the

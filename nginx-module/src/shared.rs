@@ -378,6 +378,21 @@ impl Zone {
         Ok(generation)
     }
 
+    /// Number of documents stored so far (0: none), read without the mutex.
+    pub(crate) fn generation(&self) -> u64 {
+        self.shared().generation.load(Ordering::Acquire)
+    }
+
+    /// The generation and a copy of the stored document (None before the first),
+    /// taken together under the mutex.
+    pub(crate) fn snapshot(&self) -> (u64, Option<Vec<u8>>) {
+        let _lock = self.lock();
+        let s = self.shared();
+        let generation = s.generation.load(Ordering::Relaxed);
+        // SAFETY: under the mutex, data[..len] is the stored document.
+        (generation, (generation != 0).then(|| unsafe { core::slice::from_raw_parts(s.data, s.len) }.to_vec()))
+    }
+
     /// Run `f` on the stored document (None when nothing was stored yet), under the mutex.
     pub(crate) fn with_document<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let _lock = self.lock();

@@ -188,6 +188,56 @@ static void check_certificates(const char *dir) {
     ilb_core_free(core);
 }
 
+/* State on disk: save, read back (size first), a corrupt file, an unusable directory. */
+static void check_state(void) {
+    char dir[64], path[256], err[512], buf[512];
+    size_t len = 77, err_len = 0;
+
+    /* Not there yet: the first save creates it. */
+    snprintf(dir, sizeof dir, "/tmp/ilb-abi-state-%ld", (long)getpid());
+    size_t dir_len = strlen(dir);
+
+    CHECK(ilb_state_load(dir, dir_len, "backends", 8, NULL, 0, &len, err, sizeof err, &err_len) == ILB_OK && len == 0);
+    CHECK(ilb_state_load(dir, dir_len, "backends", 8, NULL, 0, NULL, NULL, 0, NULL) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_state_save(NULL, 4, "backends", 8, (const uint8_t *)GOOD, strlen(GOOD), NULL, 0, NULL) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_state_save(dir, dir_len, "general", 7, (const uint8_t *)GOOD, strlen(GOOD), err, sizeof err, &err_len)
+          == ILB_INVALID_ARGUMENT);
+    CHECK(err_len == strlen(err) && strstr(err, "backends") != NULL);
+    CHECK(ilb_state_save(dir, dir_len, "backends", 8, NULL, 0, NULL, 0, NULL) == ILB_INVALID_ARGUMENT);
+
+    CHECK(ilb_state_save(dir, dir_len, "backends", 8, (const uint8_t *)GOOD, strlen(GOOD), err, sizeof err, &err_len)
+          == ILB_OK);
+    /* The size first, then the document. */
+    CHECK(ilb_state_load(dir, dir_len, "backends", 8, NULL, 0, &len, NULL, 0, NULL) == ILB_INVALID_ARGUMENT
+          && len == strlen(GOOD));
+    memset(buf, 0, sizeof buf);
+    CHECK(ilb_state_load(dir, dir_len, "backends", 8, (uint8_t *)buf, sizeof buf, &len, err, sizeof err, &err_len)
+          == ILB_OK);
+    CHECK(len == strlen(GOOD) && memcmp(buf, GOOD, len) == 0);
+
+    /* Corrupt content: read, checked by the core, rejected with the file's name. */
+    snprintf(path, sizeof path, "%s/backends.json", dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        fputs("[{\"name\":", f);
+        fclose(f);
+    }
+    len = 77;
+    CHECK(ilb_state_load(dir, dir_len, "backends", 8, (uint8_t *)buf, sizeof buf, &len, err, sizeof err, &err_len)
+          == ILB_CONFIG_REJECTED);
+    CHECK(len == 77 && strstr(err, path) != NULL && strstr(err, "rejected") != NULL);
+
+    /* A directory that is a file: reported by both. */
+    CHECK(ilb_state_save(path, strlen(path), "servers", 7, (const uint8_t *)"{}", 2, err, sizeof err, &err_len)
+          == ILB_CONFIG_REJECTED);
+    CHECK(err_len > 0 && strstr(err, "servers.json") != NULL);
+    CHECK(ilb_state_load(path, strlen(path), "servers", 7, NULL, 0, &len, err, sizeof err, &err_len)
+          == ILB_CONFIG_REJECTED);
+
+    CHECK(remove(path) == 0 && rmdir(dir) == 0);
+}
+
 int main(int argc, char **argv) {
     ilb_core *core = NULL;
     char err[256];
@@ -262,6 +312,7 @@ int main(int argc, char **argv) {
     CHECK(ilb_core_warnings(core, NULL, 5, &err_len) == ILB_NULL_ARGUMENT);
 
     check_ewma_stats();
+    check_state();
     CHECK(argc > 1);
     if (argc > 1) check_certificates(argv[1]);
 
