@@ -28,7 +28,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// Two backends share a name.
-    #[error("backend \"{0}\": duplicate backend name")]
+    #[error("backend {0:?}: duplicate backend name")]
     DuplicateBackend(String),
     /// A servers document (`POST /configuration/servers`) is empty.
     #[error("servers configuration is empty: expected a JSON object with \"certificates\" and \"servers\"")]
@@ -60,7 +60,9 @@ pub(crate) enum BackendLabel<'a> {
 impl fmt::Display for BackendLabel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackendLabel::Name(n) => write!(f, "\"{n}\""),
+            // Debug: quoted, with control characters (a NUL would cut the text short
+            // for a C caller), quotes and backslashes escaped.
+            BackendLabel::Name(n) => write!(f, "{n:?}"),
             BackendLabel::Index(i) => write!(f, "#{i}"),
         }
     }

@@ -661,4 +661,291 @@ function T.binomial(count, n, p, sds)
     return string.format("%d outside [%.0f, %.0f]", count, lo, hi)
 end
 
+-- Hostile configuration input (t/lua-hostile.t, t/module-hostile.t) ---------------
+
+-- POST `body` to `path` of 127.0.0.1:`port` (default: the ingress server) in one
+-- HTTP/1.0 exchange, waiting up to 60 s: status, body as received (nil and an
+-- error text when the exchange failed)
+function T.post_to(path, body, port)
+    local req = { "POST ", path, " HTTP/1.0\r\nHost: localhost\r\n" }
+    add_body(req, body)
+    local head, rest = exchange(port or T.FRONT, false, req, 60000)
+    if not head then
+        return nil, rest
+    end
+    return tonumber(head:match("^HTTP/%d%.%d (%d+)")), rest
+end
+
+-- `text` as a Lua pattern matching it literally
+function T.literal(text)
+    return (text:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
+end
+
+-- nil when POSTing case = { label, document, pattern } to `path` (default
+-- /configuration/backends) is answered 400 with a body matching `pattern`, else
+-- "label: <status> [<body>]"
+function T.refused(case, path, port)
+    local label, doc, pattern = case[1], case[2], case[3]
+    local status, body = T.post_to(path or "/configuration/backends", doc, port)
+    if status == 400 and tostring(body):find(pattern) then
+        return nil
+    end
+    return label .. ": " .. tostring(status) .. " [" .. tostring(body):sub(1, 300) .. "]"
+end
+
+-- POST every case, "all N refused" or the cases that were not
+function T.refuse_all(cases, path, port)
+    local out = {}
+    for _, case in ipairs(cases) do
+        out[#out + 1] = T.refused(case, path, port)
+    end
+    if #out == 0 then
+        return "all " .. #cases .. " refused"
+    end
+    return table.concat(out, "\n")
+end
+
+-- the backend of the hostile documents: every field the model reads
+local function victim()
+    return {
+        name = "victim",
+        service = { metadata = { name = "svc" }, spec = { type = "ClusterIP" } },
+        port = 80,
+        sslPassthrough = false,
+        endpoints = { { address = "127.0.0.1", port = tostring(T.PORTS.a) },
+                      { address = "::1", port = T.PORTS.a } },
+        sessionAffinityConfig = {
+            name = "cookie", mode = "balanced",
+            cookieSessionAffinity = {
+                name = "route", expires = "3600", maxage = "60",
+                locations = { ["example.com"] = { "/" } }, secure = true, path = "/",
+                domain = "example.com", samesite = "Lax",
+                conditional_samesite_none = true, change_on_failure = true,
+            },
+        },
+        upstreamHashByConfig = { ["upstream-hash-by"] = "$request_uri",
+                                 ["upstream-hash-by-subset"] = false,
+                                 ["upstream-hash-by-subset-size"] = 3 },
+        ["load-balance"] = "round_robin",
+        noServer = false,
+        trafficShapingPolicy = { weight = 0, weightTotal = 0, header = "X-Canary",
+                                 headerValue = "yes", headerPattern = "^y", cookie = "c" },
+        alternativeBackends = { "victim-canary" },
+    }
+end
+
+-- [victim with `value` at `pointer` ("/a/0/b", 0-based indices), its canary]
+local function victim_doc(pointer, value)
+    local b = victim()
+    if pointer then
+        local parts = {}
+        for part in pointer:gmatch("[^/]+") do
+            parts[#parts + 1] = tonumber(part) and tonumber(part) + 1 or part
+        end
+        local t = b
+        for i = 1, #parts - 1 do
+            t = t[parts[i]]
+        end
+        t[parts[#parts]] = value
+    end
+    local canary = { name = "victim-canary", noServer = true,
+                     endpoints = { { address = "127.0.0.1", port = tostring(T.PORTS.b) } } }
+    return cjson.encode({ b, canary })
+end
+T.victim_doc = victim_doc
+
+-- `a.b[0].c` from "/a/b/0/c"
+local function field_text(pointer)
+    local out = ""
+    for part in pointer:gmatch("[^/]+") do
+        if part:find("^%d+$") then
+            out = out .. "[" .. part .. "]"
+        else
+            out = out .. (out == "" and "" or ".") .. part
+        end
+    end
+    return out
+end
+
+-- The hostile backends documents, as { label, document, pattern of the 400 body }:
+-- malformed and truncated JSON, a top-level object, a wrong type for every field
+-- the model reads, duplicate names, bad alternatives, addresses and ports, deep
+-- nesting, invalid UTF-8. (The empty body is answered differently by each front
+-- end: not here.)
+function T.hostile_backends()
+    local cases = {}
+    local function add(label, doc, pattern)
+        cases[#cases + 1] = { label, doc, pattern }
+    end
+    local full = victim_doc()
+    add("malformed", '[{"name":"x","endpoints":[', "^invalid JSON")
+    add("malformed comma", '[{"name":"x",}]', "^invalid JSON")
+    add("single quotes", "[{'name':'x'}]", "^invalid JSON")
+    add("trailing text", full .. " x", "^invalid JSON")
+    for _, n in ipairs({ 1, 2, 10, 100, 200, 300, 400, #full - 1 }) do
+        add("truncated at " .. n, full:sub(1, n), "^invalid JSON")
+    end
+    add("whitespace only", " \n\t ", "^configuration is empty")
+    for _, top in ipairs({ '{"name":"victim","endpoints":[]}', '"x"', "42", "null", "true" }) do
+        add("top-level " .. top, top, "^invalid JSON: expected a JSON array of backend objects")
+    end
+    for _, item in ipairs({ "[1]", "[null]", '["x"]', "[[]]", '[["victim",null,80]]' }) do
+        add("element " .. item, item, "^backend #0: field `%(backend%)`")
+    end
+
+    local strings = {
+        "/service/spec/type", "/endpoints/0/address", "/sessionAffinityConfig/name",
+        "/sessionAffinityConfig/mode", "/sessionAffinityConfig/cookieSessionAffinity/name",
+        "/sessionAffinityConfig/cookieSessionAffinity/expires",
+        "/sessionAffinityConfig/cookieSessionAffinity/maxage",
+        "/sessionAffinityConfig/cookieSessionAffinity/path",
+        "/sessionAffinityConfig/cookieSessionAffinity/domain",
+        "/sessionAffinityConfig/cookieSessionAffinity/samesite",
+        "/sessionAffinityConfig/cookieSessionAffinity/locations/example.com/0",
+        "/upstreamHashByConfig/upstream-hash-by", "/load-balance",
+        "/trafficShapingPolicy/header", "/trafficShapingPolicy/headerValue",
+        "/trafficShapingPolicy/headerPattern", "/trafficShapingPolicy/cookie",
+        "/alternativeBackends/0",
+    }
+    local bools = {
+        "/sslPassthrough", "/noServer", "/sessionAffinityConfig/cookieSessionAffinity/secure",
+        "/sessionAffinityConfig/cookieSessionAffinity/conditional_samesite_none",
+        "/sessionAffinityConfig/cookieSessionAffinity/change_on_failure",
+        "/upstreamHashByConfig/upstream-hash-by-subset",
+    }
+    local numbers = {
+        "/upstreamHashByConfig/upstream-hash-by-subset-size", "/trafficShapingPolicy/weight",
+        "/trafficShapingPolicy/weightTotal",
+    }
+    local arrays = { "/endpoints", "/alternativeBackends",
+                     "/sessionAffinityConfig/cookieSessionAffinity/locations/example.com" }
+    local objects = {
+        "/service", "/service/spec", "/endpoints/0", "/sessionAffinityConfig",
+        "/sessionAffinityConfig/cookieSessionAffinity",
+        "/sessionAffinityConfig/cookieSessionAffinity/locations", "/upstreamHashByConfig",
+        "/trafficShapingPolicy",
+    }
+    local function wrong(pointers, values)
+        for _, p in ipairs(pointers) do
+            for _, v in ipairs(values) do
+                add(p .. " = " .. cjson.encode(v), victim_doc(p, v),
+                    '^backend "victim": field `' .. T.literal(field_text(p)) .. "`: ")
+            end
+        end
+    end
+    wrong(strings, { 42, true, { 1 }, { x = 1 }, 1.5 })
+    wrong(bools, { "true", 1, 0, { 1 }, { x = 1 } })
+    wrong(numbers, { "20", -1, 1.5, 4294967296, true, { 1 }, { x = 1 } })
+    wrong(arrays, { "x", { x = 1 }, 1, true })
+    -- an array for an object is not read positionally
+    wrong(objects, { "x", 1, true, { 1 }, { "a", "b" } })
+    wrong({ "/port" }, { true, { 80 }, { x = 1 }, 1.5 })
+    wrong({ "/endpoints/1/port" }, { true, { 80 }, { x = 1 }, 80.5 })
+    for _, v in ipairs({ 42, true, { 1 }, { x = 1 } }) do
+        add("/name = " .. cjson.encode(v), victim_doc("/name", v), "^backend #0: field `name`: ")
+    end
+    add('/name = ""', victim_doc("/name", ""), "^backend #0: field `name`: missing or empty")
+
+    local function endpoint(address, port)
+        return victim_doc("/endpoints/0", { address = address, port = port })
+    end
+    for _, port in ipairs({ "0", "65536", "abc", "", "-1", "+80", "0x50", 0, 65536, -1 }) do
+        add("port " .. cjson.encode(port), endpoint("127.0.0.1", port),
+            '^backend "victim": field `endpoints%[0%]%.port`: .* is not a port number in 1%-65535')
+    end
+    for _, address in ipairs({ "", " ", "example.com", "10.0.0.256", "10.0.0.1:80", "[::1",
+                               "fe80::1%eth0", "::g" }) do
+        add("address " .. cjson.encode(address), endpoint(address, "80"),
+            '^backend "victim": field `endpoints%[0%]%.address`: .* is not an IPv4 or IPv6 address')
+    end
+    add("duplicate names", '[{"name":"x"},{"name":"y"},{"name":"x"}]',
+        '^backend "x": duplicate backend name$')
+    add("duplicate names with a NUL", '[{"name":"x\\u0000y"},{"name":"x\\u0000y"}]',
+        '^backend "x\\0y": duplicate backend name$')
+    add("missing alternative", '[{"name":"x","alternativeBackends":["ghost"]}]',
+        '^backend "x": field `alternativeBackends%[0%]`: no backend named "ghost"$')
+    add("own alternative", '[{"name":"x","alternativeBackends":["x"]}]',
+        '^backend "x": field `alternativeBackends%[0%]`: a backend cannot be its own alternative$')
+    add("nested 65 levels", '[{"name":"x","y":' .. ("["):rep(63) .. ("]"):rep(63) .. "}]",
+        "^invalid JSON: nested deeper than 64 levels")
+    add("nested a million levels", ("["):rep(1000000) .. ("]"):rep(1000000),
+        "^invalid JSON: nested deeper than 64 levels")
+    add("invalid UTF-8", '[{"name":"x\255y"}]', "^configuration is not valid UTF%-8 %(first bad byte at offset 11%)$")
+    add("overlong UTF-8", '[{"name":"x","z":"\192\128"}]', "^configuration is not valid UTF%-8")
+    add("lone surrogate", '[{"name":"\\ud800x"}]', "^invalid JSON")
+    add("NUL byte", "\0[]", "^invalid JSON: expected a JSON array of backend objects, found '\\0'")
+    return cases
+end
+
+-- The PEM of tests/data/certs/<name>.pem
+function T.cert_pem(name)
+    local dir = T.CERTS or (os.getenv("TEST_NGINX_ILB_LUA_DIR") or "") .. "/../tests/data/certs"
+    return assert(T.read_file(dir .. "/" .. name .. ".pem"))
+end
+
+-- The hostile servers documents, as T.hostile_backends gives them
+function T.hostile_servers()
+    local cases = {}
+    local function add(label, doc, pattern)
+        cases[#cases + 1] = { label, doc, pattern }
+    end
+    local good = T.servers_doc({ ["exact.example.com"] = "e" }, { e = T.cert_pem("exact") })
+    add("malformed", '{"certificates":{"e":', "^invalid servers JSON")
+    add("malformed comma", '{"certificates":{},}', "^invalid servers JSON")
+    add("trailing text", good .. " x", "^invalid servers JSON")
+    for _, n in ipairs({ 1, 2, 50, 500, #good - 1 }) do
+        add("truncated at " .. n, good:sub(1, n), "^invalid servers JSON")
+    end
+    add("whitespace only", " \n ", "^servers configuration is empty")
+    for _, top in ipairs({ "[]", '"x"', "1", "null", "true" }) do
+        add("top-level " .. top, top, "^invalid servers JSON")
+    end
+    for _, v in ipairs({ '"x"', "[]", "1", "true" }) do
+        add("certificates " .. v, '{"certificates":' .. v .. ',"servers":{}}', "^invalid servers JSON")
+        add("servers " .. v, '{"certificates":{},"servers":' .. v .. "}", "^invalid servers JSON")
+    end
+    for _, v in ipairs({ "[]", "1", "true", "{}" }) do
+        add("certificate " .. v, '{"certificates":{"e":' .. v .. '},"servers":{"exact.example.com":"e"}}',
+            '^certificate "e": expected the PEM text %(a string%)')
+        add("uid " .. v, '{"certificates":{},"servers":{"exact.example.com":' .. v .. "}}",
+            '^server "exact.example.com": expected a certificate uid %(a string%)')
+    end
+    local function pem_case(label, pem, pattern)
+        add(label, T.servers_doc({ ["exact.example.com"] = "b" }, { b = pem }), '^certificate "b": ' .. pattern)
+    end
+    local exact = T.cert_pem("exact")
+    pem_case("empty PEM", "", "no certificate in the PEM")
+    pem_case("garbage PEM", "garbage", "no certificate in the PEM")
+    pem_case("bad.pem", T.cert_pem("bad"), "")
+    pem_case("key only", T.cert_pem("keyonly"), "no certificate in the PEM")
+    pem_case("no key", exact:match("^(.-)%-%-%-%-%-BEGIN PRIVATE KEY"), "no private key in the PEM")
+    pem_case("mismatched key", T.cert_pem("mismatched"), "the private key does not match")
+    pem_case("corrupted base64", (exact:gsub("MII", "MIJ")), "")
+    pem_case("cut PEM", exact:sub(1, 600), "")
+    add("unknown uid", '{"certificates":{},"servers":{"a.example.com":"nope"}}',
+        '^server "a.example.com": no certificate with uid "nope"')
+    add("bad hostname", '{"certificates":{},"servers":{"bad_name.example.com":"x"}}',
+        '^server "bad_name.example.com": not a valid DNS name')
+    add("invalid UTF-8", '{"certificates":{"\255":"x"},"servers":{}}', "^invalid servers JSON")
+    add("nested", '{"servers":' .. ("["):rep(100000) .. ("]"):rep(100000) .. "}", "^invalid servers JSON")
+    return cases
+end
+
+-- `n` requests for backend `name`: "<body>=<count> ..." and the number of distinct
+-- endpoints (X-Upstream-Addr) that answered
+function T.spread(n, name)
+    local counts, addrs, distinct = {}, {}, 0
+    for _ = 1, n do
+        local status, body, hdrs = T.request_raw("GET", "/", nil, { ["X-Backend"] = name })
+        local key = status == 200 and (body:gsub("\n$", "")) or ("status" .. tostring(status or body))
+        counts[key] = (counts[key] or 0) + 1
+        local addr = hdrs and hdrs["x-upstream-addr"]
+        if addr and not addrs[addr] then
+            addrs[addr] = true
+            distinct = distinct + 1
+        end
+    end
+    return T.counts(counts), distinct
+end
+
 return T
