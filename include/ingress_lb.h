@@ -18,7 +18,8 @@
  * Error text: functions taking (char *err, size_t err_cap, size_t *err_len) write a
  * human-readable message on failure into err, truncated to err_cap - 1 bytes (on a
  * UTF-8 character boundary) and NUL-terminated; *err_len receives the number of bytes
- * written before the NUL. err may be NULL when err_cap is 0; err_len may be NULL.
+ * written before the NUL. err may be NULL (nothing is written, whatever err_cap);
+ * err_len may be NULL.
  *
  * Ownership and lifetimes:
  *  - ilb_core_new() creates a core; the caller owns it and releases it exactly once
@@ -30,6 +31,18 @@
  *  - ilb_pick_ctx and ilb_peer are owned by the caller (stack, nginx request pool,
  *    LuaJIT cdata); the core keeps no pointer to them after a call returns.
  *  - Input buffers (JSON, names) are only read during the call.
+ *  - Use after release. The API's shape prevents it where it can: every output is a
+ *    copy (ilb_peer.addr/set_cookie, the texts of ilb_core_backend_*, the PEM of
+ *    ilb_core_certificate_pem), so nothing a call returns points into a
+ *    configuration a later apply replaces; certificates are named by id, and an id no
+ *    longer in force gives ILB_NO_CERTIFICATE, never stale memory; an ilb_pick_ctx
+ *    holds address hashes, no pointers, so it stays valid across applies and even
+ *    across cores; ilb_stats is reference-counted. It is only documented, and cannot
+ *    be detected, that: a handle (ilb_core, ilb_stats) must not be used or released
+ *    again after its release; ilb_core_free() must not run while another thread is
+ *    inside a call on that core; input buffers must not change during a call; one
+ *    ilb_pick_ctx must not be used by two threads at once. Any of these is undefined
+ *    behaviour.
  *
  * Threads and processes: an ilb_core may be used from any number of threads at once.
  * Picks are lock-free reads of an immutable snapshot; applying a configuration builds
@@ -70,7 +83,8 @@ extern "C" {
 typedef enum ilb_result {
     ILB_OK = 0,
     ILB_NULL_ARGUMENT = 1,      /* a required pointer was NULL */
-    ILB_INVALID_ARGUMENT = 2,   /* bad length, non-UTF-8 name, too large a document */
+    ILB_INVALID_ARGUMENT = 2,   /* a length above PTRDIFF_MAX, a misaligned or
+                                   overflowing ilb_header array, too large a document */
     ILB_CONFIG_REJECTED = 3,    /* the configuration is invalid; see error text */
     ILB_UNKNOWN_BACKEND = 4,    /* no backend of that name in the configuration */
     ILB_NO_ENDPOINTS = 5,       /* the backend exists but has no endpoint */
@@ -269,11 +283,13 @@ typedef struct ilb_stats ilb_stats;
  * the workers inherit it. */
 ilb_result ilb_stats_new(uint32_t slots, ilb_stats **stats_out);
 
-/* Release statistics created by ilb_stats_new (after every core using them). */
+/* Release statistics created by ilb_stats_new (cores using them keep their own
+ * reference: the order of the releases does not matter). */
 void ilb_stats_free(ilb_stats *stats);
 
 /* Keep this core's ewma statistics in `stats` (shared with the other processes)
- * instead of process-local memory. `stats` must outlive the core. */
+ * instead of process-local memory. The core keeps its own reference: `stats` may be
+ * released before the core. */
 ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
 
 /* State on disk */

@@ -388,6 +388,10 @@ local function handle_backends()
   end
 
   local backends = fetch_request_body()
+  if not backends and not ngx.req.get_body_file() then
+    -- no body at all: the core refuses it with its message (stock: 400, no body)
+    backends = ""
+  end
   if not backends then
     ngx.log(ngx.ERR, "dynamic-configuration: unable to read valid request body")
     ngx.status = ngx.HTTP_BAD_REQUEST

@@ -587,6 +587,12 @@ enum Value {
 }
 
 fn decode(json: &[u8]) -> Result<Document, ConfigError> {
+    if let Some(at) = config::depth_exceeded(json) {
+        return Err(ConfigError::ServersJson(format!(
+            "nested deeper than {} levels at byte offset {at}",
+            config::MAX_JSON_DEPTH
+        )));
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let doc = de.deserialize_any(DocumentVisitor).map_err(|e| ConfigError::ServersJson(e.to_string()))?;
     de.end().map_err(|e| ConfigError::ServersJson(e.to_string()))?;

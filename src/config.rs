@@ -406,6 +406,35 @@ pub(crate) fn scan_elements(
     }
 }
 
+/// `Err` with the byte offset if `json` nests arrays and objects deeper than
+/// [`MAX_JSON_DEPTH`] anywhere (fields nobody reads included); strings skipped. For
+/// documents read in one pass by `serde_json` (the servers document), whose own
+/// limit does not cover the values it skips.
+pub(crate) fn depth_exceeded(json: &[u8]) -> Option<usize> {
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < json.len() {
+        match json[i] {
+            b'"' => match string_end(json, i + 1) {
+                Some(end) => {
+                    i = end;
+                    continue;
+                }
+                None => return None, // unterminated: the parser reports it
+            },
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Some(i);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The position just after the string whose contents start at `i` (after its
 /// opening quote), or `None` if it is not closed. Most strings of a document are
 /// short (keys, addresses): a plain loop finds their end; a long one (a PEM, a

@@ -115,7 +115,7 @@ serving: a=2
 
 
 
-=== TEST 4: an empty body is refused as stock refuses it
+=== TEST 4: an empty body is refused with the core's reason (stock: 400 without one)
 --- config
     location = /t {
         content_by_lua_block {
@@ -124,10 +124,10 @@ serving: a=2
         }
     }
 --- response_body
-400 []
+400 [configuration is empty: expected a JSON array of backends]
 stored: nil
 --- error_log
-dynamic-configuration: unable to read valid request body
+dynamic-configuration: backends rejected: configuration is empty
 
 
 

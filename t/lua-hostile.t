@@ -62,7 +62,7 @@ __DATA__
             local cases = T.hostile_backends()
             ngx.log(ngx.INFO, "hostile backends documents: ", #cases)
             ngx.say(T.refuse_all(cases))
-            -- as stock: 400 without a body (logged: unable to read valid request body)
+            -- 400 with the core's reason (stock: without one)
             ngx.say("empty body: ", T.post_raw(""))
             local _, stored = T.request_raw("GET", "/configuration/backends")
             ngx.say("stored unchanged: ", stored == doc)
@@ -74,7 +74,7 @@ __DATA__
 --- response_body_like
 ^post: 201 \[\]
 all \d+ refused
-empty body: 400 \[\]
+empty body: 400 \[configuration is empty: expected a JSON array of backends\]
 stored unchanged: true
 generation counter: 1
 serving: a=6
@@ -237,14 +237,7 @@ exited on signal
 
 
 
-=== TEST 6: known defect: a servers document nested deep in a field nobody reads is applied and stored, then answered 400
-The core has no depth limit for the servers document (serde_json skips an unread
-field without recursing), so it accepts it; configuration.lua stores it, increments
-servers_generation, then fails to decode it with cjson (1000 levels at most) for
-the stock dicts and answers 400 without a body: the controller is told "rejected"
-about a document that is in force. This block records that behaviour; with a depth
-limit in the core's servers decoding it becomes a 400 naming the nesting, with
-nothing stored.
+=== TEST 6: a servers document nested deeper than 64 levels, even in a field nobody reads, is refused and nothing stored
 --- config
     location = /t {
         content_by_lua_block {
@@ -255,10 +248,10 @@ nothing stored.
         }
     }
 --- response_body
-deep: 400 []
-servers generation: 1
+deep: 400 [invalid servers JSON: nested deeper than 64 levels at byte offset 99]
+servers generation: nil
 --- error_log
-could not parse configuration: Found too many nested data structures
+dynamic-configuration: servers rejected: invalid servers JSON: nested deeper than 64 levels
 --- no_error_log
 exited on signal
 [alert]

@@ -273,7 +273,7 @@ exited on signal
 
 
 
-=== TEST 7: a servers document nested deep in a field nobody reads is accepted (no depth limit; nothing recurses)
+=== TEST 7: a servers document nested deeper than 64 levels, even in a field nobody reads, is refused
 --- config
     location = /t {
         content_by_lua_block {
@@ -283,7 +283,7 @@ exited on signal
         }
     }
 --- response_body
-deep: 201 []
+deep: 400 [invalid servers JSON: nested deeper than 64 levels at byte offset 99]
 --- no_error_log
 exited on signal
 [alert]

@@ -53,7 +53,8 @@ local C_DECLARATIONS = [=[
 typedef enum ilb_result {
     ILB_OK = 0,
     ILB_NULL_ARGUMENT = 1,      /* a required pointer was NULL */
-    ILB_INVALID_ARGUMENT = 2,   /* bad length, non-UTF-8 name, too large a document */
+    ILB_INVALID_ARGUMENT = 2,   /* a length above PTRDIFF_MAX, a misaligned or
+                                   overflowing ilb_header array, too large a document */
     ILB_CONFIG_REJECTED = 3,    /* the configuration is invalid; see error text */
     ILB_UNKNOWN_BACKEND = 4,    /* no backend of that name in the configuration */
     ILB_NO_ENDPOINTS = 5,       /* the backend exists but has no endpoint */
@@ -252,11 +253,13 @@ typedef struct ilb_stats ilb_stats;
  * the workers inherit it. */
 ilb_result ilb_stats_new(uint32_t slots, ilb_stats **stats_out);
 
-/* Release statistics created by ilb_stats_new (after every core using them). */
+/* Release statistics created by ilb_stats_new (cores using them keep their own
+ * reference: the order of the releases does not matter). */
 void ilb_stats_free(ilb_stats *stats);
 
 /* Keep this core's ewma statistics in `stats` (shared with the other processes)
- * instead of process-local memory. `stats` must outlive the core. */
+ * instead of process-local memory. The core keeps its own reference: `stats` may be
+ * released before the core. */
 ilb_result ilb_core_use_stats(ilb_core *core, ilb_stats *stats);
 
 /* State on disk */
