@@ -35,7 +35,8 @@ module:
 	eval "$$(scripts/nginx-src.sh --env)" && cargo build --release -p ngx-http-ingress-lb-module
 	cp $(RELEASE)/libngx_http_ingress_lb_module.so $(MODULE)
 
-test: setup build test-rust test-nginx
+# CI (.ci/run): everything, plus the short stress run and a fuzzing smoke run.
+test: setup build test-rust test-nginx stress-short fuzz-smoke
 
 test-rust:
 	cargo test
@@ -73,3 +74,13 @@ stress: build
 # The same in under a minute (durations / 5), for CI.
 stress-short: build
 	STRESS_SHORT=1 LIB=$(LIB) MODULE=$(MODULE) NGINX=$(NGINX) scripts/stress.sh
+
+# Fuzzing (cargo-fuzz, nightly; scripts/fuzz.sh, README "Fuzzing"): every target for
+# FUZZ_SECONDS each; crashes land in target/fuzz-work/<target>/artifacts/.
+.PHONY: fuzz fuzz-smoke
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/fuzz.sh
+
+# 10 s per target after the build, for CI.
+fuzz-smoke:
+	FUZZ_SECONDS=10 scripts/fuzz.sh

@@ -23,6 +23,11 @@ use crate::snapshot::Endpoint;
 /// `upstream-hash-by-subset-size` when the configuration gives none (0).
 pub(crate) const DEFAULT_SUBSET_SIZE: usize = 3;
 
+/// Largest `upstream-hash-by-subset-size` used; a larger one is lowered to it, with a
+/// warning. Subsets are materialised (`size` slots, at least one subset), so a size of
+/// 4 000 000 000 would have allocated 16 GB for a single endpoint (found by fuzzing).
+pub(crate) const MAX_SUBSET_SIZE: usize = 4096;
+
 #[derive(Debug)]
 pub(crate) struct ChashSubset {
     ring: Ring,
@@ -33,7 +38,7 @@ pub(crate) struct ChashSubset {
 
 impl ChashSubset {
     pub(crate) fn new(endpoints: &[Endpoint], subset_size: u32) -> Self {
-        let size = if subset_size == 0 { DEFAULT_SUBSET_SIZE } else { subset_size as usize };
+        let size = if subset_size == 0 { DEFAULT_SUBSET_SIZE } else { (subset_size as usize).min(MAX_SUBSET_SIZE) };
         let n = endpoints.len();
         let sets = n.div_ceil(size);
         // The padded list repeats the endpoint list: slot k holds endpoint k mod n.

@@ -112,7 +112,16 @@ impl Algorithm {
             AlgorithmKind::Ewma => Algorithm::Ewma(Ewma::new(endpoints)),
             AlgorithmKind::Chash => Algorithm::Chash(Chash::new(endpoints)),
             AlgorithmKind::ChashSubset => {
-                Algorithm::ChashSubset(ChashSubset::new(endpoints, spec.upstream_hash_by.subset_size))
+                let size = spec.upstream_hash_by.subset_size;
+                if size as usize > chashsubset::MAX_SUBSET_SIZE {
+                    warnings.push(format!(
+                        "backend \"{}\": upstream-hash-by-subset-size {size} is over the limit of {}: using {}",
+                        spec.name,
+                        chashsubset::MAX_SUBSET_SIZE,
+                        chashsubset::MAX_SUBSET_SIZE
+                    ));
+                }
+                Algorithm::ChashSubset(ChashSubset::new(endpoints, size))
             }
             AlgorithmKind::StickyBalanced => Algorithm::StickyBalanced(StickyBalanced::new(endpoints, spec, warnings)?),
             AlgorithmKind::StickyPersistent => {
