@@ -46,7 +46,7 @@ our $ROOT = Cwd::abs_path(
     File::Spec->catdir(File::Basename::dirname(File::Spec->rel2abs(__FILE__)), '..'));
 
 our @EXPORT = qw(ilb_setup ilb_preprocess lua_http_config module_http_config
-                 module_base_http_config endpoint_servers);
+                 module_base_http_config endpoint_servers lua_tls_probes);
 
 my @LUA_MODULES = map { "/usr/lib/nginx/modules/$_" } qw(ndk_http_module.so ngx_http_lua_module.so);
 
@@ -410,6 +410,35 @@ sub ilb_preprocess {
         $block->set_value($section => $opt{$section})
             if defined $opt{$section} && !defined $block->$section;
     }
+}
+
+# The Lua suites' way to see which certificate a TLS server presented, independently
+# of the code under test: given probe name => the certificate file it trusts (under
+# $TEST_NGINX_ILB_CERTS; the CA for a chain), a location /tls-probe/<name> per probe
+# (for the ingress server's `locations`) whose handshake with the TLS server
+# (T.PORTS.tls) verifies against that certificate only, and the init_by_lua lines
+# that give T the candidates (T.served(sni) lists the names whose probe verified).
+# Failed verifications are logged at [error] by lua-nginx-module: the probes log to
+# logs/tls-probe.log. Returns (locations, init lines).
+sub lua_tls_probes {
+    my (%trust) = @_;
+    my @candidates = sort keys %trust;
+    my $locations = join '', map { <<"_EOC_" } @candidates;
+    location = /tls-probe/$_ {
+        lua_ssl_trusted_certificate \$TEST_NGINX_ILB_CERTS/$trust{$_};
+        lua_ssl_verify_depth 2;
+        error_log logs/tls-probe.log info;
+        content_by_lua_block {
+            ngx.say(T.tls_probe(T.PORTS.tls, ngx.var.arg_sni))
+        }
+    }
+_EOC_
+    my $names = join ', ', map { "\"$_\"" } @candidates;
+    my $init = <<"_EOC_";
+        T.CERTS = "\$TEST_NGINX_ILB_CERTS"
+        T.TLS_CANDIDATES = { $names }
+_EOC_
+    return ($locations, $init);
 }
 
 1;

@@ -32,26 +32,10 @@ my %TRUST = (
     'exact-v2' => 'exact-v2.crt', other => 'other.crt', static => 'static.crt',
     wildcard => 'wildcard.crt', 'wildcard-top' => 'wildcard-top.crt',
 );
-my @CANDIDATES = sort keys %TRUST;
+my ($probes, $probe_init) = lua_tls_probes(%TRUST);
 
-my $probes = join '', map { <<"_EOC_" } @CANDIDATES;
-    location = /tls-probe/$_ {
-        lua_ssl_trusted_certificate \$TEST_NGINX_ILB_CERTS/$TRUST{$_};
-        lua_ssl_verify_depth 2;
-        # lua-nginx-module logs a failed verification at [error]: apart
-        error_log logs/tls-probe.log info;
-        content_by_lua_block {
-            ngx.say(T.tls_probe(T.PORTS.tls, ngx.var.arg_sni))
-        }
-    }
-_EOC_
-
-my $candidates = join ', ', map { "\"$_\"" } @CANDIDATES;
-
-my $init = <<"_EOC_";
+my $init = $probe_init . <<"_EOC_";
         certificate = require("certificate")
-        T.CERTS = "\$TEST_NGINX_ILB_CERTS"
-        T.TLS_CANDIDATES = { $candidates }
         -- a block with the user file "ocsp-on": as nginx.tmpl with enable-ocsp
         local f = io.open(ngx.config.prefix() .. "html/ocsp-on")
         if f then

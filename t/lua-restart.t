@@ -45,25 +45,10 @@ File::Path::remove_tree($STATE);
 
 # probe name => the certificate it trusts (as t/lua-certificates.t)
 my %TRUST = (default => 'default.crt', exact => 'exact.crt', static => 'static.crt');
-my @CANDIDATES = sort keys %TRUST;
+my ($probes, $probe_init) = lua_tls_probes(%TRUST);
 
-my $probes = join '', map { <<"_EOC_" } @CANDIDATES;
-    location = /tls-probe/$_ {
-        lua_ssl_trusted_certificate \$TEST_NGINX_ILB_CERTS/$TRUST{$_};
-        lua_ssl_verify_depth 2;
-        error_log logs/tls-probe.log info;
-        content_by_lua_block {
-            ngx.say(T.tls_probe(T.PORTS.tls, ngx.var.arg_sni))
-        }
-    }
-_EOC_
-
-my $candidates = join ', ', map { "\"$_\"" } @CANDIDATES;
-
-my $init = <<"_EOC_";
+my $init = $probe_init . <<"_EOC_";
         certificate = require("certificate")
-        T.CERTS = "\$TEST_NGINX_ILB_CERTS"
-        T.TLS_CANDIDATES = { $candidates }
         STATE_DIR = "\$TEST_NGINX_ILB_STATE_DIR"
         -- the documents the controller posts in these blocks
         WEB_DOC = T.doc(T.backend("web", { { address = "127.0.0.1",
