@@ -33,6 +33,9 @@ PORT_BASE=${PORT_BASE:-22950}
 MODULE=${MODULE:-$repo/target/release/ngx_http_ingress_lb_module.so}
 LIB=${LIB:-$repo/target/release/libingress_lb.so}
 NGINX=${NGINX:-/usr/sbin/nginx}
+# nginx reads an exported NGINX variable as inherited listening sockets (binary
+# upgrade): never pass it on.
+export -n NGINX
 BENCH_DIR=${BENCH_DIR:-/tmp/ilb-bench-tls}
 MODES=${MODES:-static module lua}
 NGX_MODULES=/usr/lib/nginx/modules

@@ -6,6 +6,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 nginx="${NGINX:-/usr/sbin/nginx}"
+export -n NGINX # nginx would read it as inherited sockets
 lib="$root/target/release/libingress_lb.so"
 module="$root/target/release/ngx_http_ingress_lb_module.so"
 work="$root/target/demo"

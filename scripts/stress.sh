@@ -52,6 +52,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LIB=${LIB:-$repo/target/release/libingress_lb.so}
 MODULE=${MODULE:-$repo/target/release/ngx_http_ingress_lb_module.so}
 NGINX=${NGINX:-/usr/sbin/nginx}
+# nginx reads an exported NGINX variable as inherited listening sockets (binary
+# upgrade): never pass it on.
+export -n NGINX
 FRONTENDS=${FRONTENDS:-module lua}
 SCENARIOS=${SCENARIOS:-reload churn quit updates kill}
 STRESS_SHORT=${STRESS_SHORT:-0}
