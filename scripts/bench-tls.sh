@@ -21,7 +21,8 @@
 #        MODULE   (target/release/ngx_http_ingress_lb_module.so)
 #        LIB      (target/release/libingress_lb.so, for the lua mode)
 #        NGINX    (/usr/sbin/nginx)   BENCH_DIR (/tmp/ilb-bench-tls)
-#        MODES    ("static module lua")
+#        MODES    ("static module lua"; also lua-noop: an empty ssl_certificate_by_lua,
+#                  the floor of the Lua path)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -151,7 +152,8 @@ post() { # url file
     [[ $code == 201 ]] || { echo "POST $1: $code $(cat /tmp/ilb-bench-tls-post.out)" >&2; exit 1; }
 }
 
-declare -A PORT=([static]=$((PORT_BASE + 1)) [module]=$((PORT_BASE + 2)) [lua]=$((PORT_BASE + 3)))
+declare -A PORT=([static]=$((PORT_BASE + 1)) [module]=$((PORT_BASE + 2)) [lua]=$((PORT_BASE + 3))
+                 [lua-noop]=$((PORT_BASE + 5)))
 declare -A PIDFILE SKIP
 tls_server() { # port extra-lines
     cat <<EOF
@@ -217,6 +219,18 @@ load_module $NGX_MODULES/ngx_http_lua_module.so;" "
 $(tls_server "${PORT[lua]}" "        ssl_certificate_by_lua_block { certificate.call() }")"
         post "http://127.0.0.1:$((PORT_BASE + 4))/configuration/servers" servers.json
         sleep 1.5 # the workers' sync timer
+        ;;
+    lua-noop)
+        # The floor of the Lua path: ssl_certificate_by_lua running an empty block
+        # (the static certificate answers), to tell its own cost from the lookup's.
+        if [[ ! -f $NGX_MODULES/ngx_http_lua_module.so ]]; then
+            SKIP[lua-noop]="needs libnginx-mod-http-lua"
+            continue
+        fi
+        start_nginx lua-noop "load_module $NGX_MODULES/ndk_http_module.so;
+load_module $NGX_MODULES/ngx_http_lua_module.so;" "
+    lua_package_path \"/usr/share/lua/5.1/?.lua;;\";
+$(tls_server "${PORT[lua-noop]}" "        ssl_certificate_by_lua_block { }")"
         ;;
     *) echo "bench-tls.sh: unknown mode $mode" >&2; exit 1 ;;
     esac
