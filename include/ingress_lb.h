@@ -369,6 +369,13 @@ uint64_t ilb_core_servers_generation(const ilb_core *core);
 ilb_result ilb_core_certificate_lookup(const ilb_core *core, const char *sni, size_t sni_len,
                                        uint64_t *id);
 
+/* ILB_OK if `host` has a certificate listed for itself (its exact name, or the
+ * wildcard of its first label; a name listed with the default's certificate counts,
+ * the default `_` alone does not), else ILB_NO_CERTIFICATE: ingress-nginx's
+ * certificate.configured_for_current_request() for $host. Never allocates. */
+ilb_result ilb_core_hostname_has_certificate(const ilb_core *core, const char *host,
+                                             size_t host_len);
+
 /* Copy the PEM (chain and key, exactly as POSTed) of the certificate in force with
  * that id into buf, NUL-terminated; on ILB_OK *len gets its length (before the NUL).
  * When buf is too small (cap < length + 1; ask with buf NULL and cap 0 to get the

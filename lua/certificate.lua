@@ -90,10 +90,12 @@ local pruned_count = 0
 -- the stored document was accepted by the worker that took the POST: the core
 -- need not parse the PEMs (certificate.call() makes the cdata it needs itself)
 local core_apply_servers = core.apply_accepted_servers
+local core_hostname_has_certificate = core.hostname_has_certificate
 local core_certificate_id = core.certificate_id
 local core_certificate_pem = core.certificate_pem
 local core_servers_generation = core.servers_generation
 local core_ready = core_apply_servers and core_certificate_id and core_certificate_pem
+                   and core_hostname_has_certificate
                    and core_servers_generation and true or false
 local MISSING_CORE = "ingress_lb.core has no certificate functions (apply_servers, "
                      .. "certificate_id, ...): certificates are not served"
@@ -314,35 +316,6 @@ function _M.call()
 end
 
 
-local certificate_servers = ngx.shared.certificate_servers
-
--- true when `host` has a certificate of its own: its exact name or the wildcard
--- of its first label, not only the default server's
-local function host_has_certificate(host)
-  if not core_ready or host == nil or host == "" then
-    return false
-  end
-  local id = core_certificate_id(host)
-  if id == nil then
-    return false
-  end
-  if id ~= core_certificate_id(nil) then
-    return true
-  end
-  -- the default server's certificate: the core does not say whether the name
-  -- itself is listed with it (ingress-nginx maps a TLS host without a secret to
-  -- the default certificate), so ask the stock dict, as stock does
-  if not certificate_servers then
-    return false
-  end
-  local name = host:lower():gsub("%.$", "")
-  if certificate_servers:get(name) then
-    return true
-  end
-  local wildcard = name:gsub("^[^.]+%.", "*.", 1)
-  return wildcard ~= name and certificate_servers:get(wildcard) ~= nil
-end
-
 -- Whether the request's host ($host) has a certificate of its own (exact or
 -- wildcard match, not the default server's), as stock; cached in ngx.ctx.
 function _M.configured_for_current_request()
@@ -352,7 +325,7 @@ function _M.configured_for_current_request()
        and configuration_data:get(GENERATION_KEY) ~= applied_generation then
       sync_servers()
     end
-    ctx.cert_configured_for_current_request = host_has_certificate(ngx.var.host)
+    ctx.cert_configured_for_current_request = core_ready and core_hostname_has_certificate(ngx.var.host)
   end
   return ctx.cert_configured_for_current_request
 end

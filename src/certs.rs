@@ -283,21 +283,21 @@ impl CertStore {
     /// The certificate for a TLS handshake with this SNI (`None`: the client sent none).
     #[inline]
     fn lookup_sni(&self, sni: Option<&[u8]>) -> Option<&Cert> {
-        if let Some(sni) = sni {
-            let mut buf = [0u8; NAME_MAX];
-            if let Some(name) = normalise(sni, &mut buf) {
-                if let Some(i) = self.exact.get(name) {
-                    return Some(self.cert(i));
-                }
-                // The first label, non-empty, replaced by `*`: look up what follows it.
-                if let Some(dot) = memchr::memchr(b'.', name).filter(|&d| d > 0) {
-                    if let Some(i) = self.wildcard.get(&name[dot + 1..]) {
-                        return Some(self.cert(i));
-                    }
-                }
-            }
+        sni.and_then(|sni| self.lookup_own(sni)).or_else(|| self.default.map(|i| self.cert(i)))
+    }
+
+    /// The certificate listed for this name itself: its exact hostname, else the
+    /// wildcard of its first label; never the default (`_` only for the name `_`).
+    #[inline]
+    fn lookup_own(&self, name: &[u8]) -> Option<&Cert> {
+        let mut buf = [0u8; NAME_MAX];
+        let name = normalise(name, &mut buf)?;
+        if let Some(i) = self.exact.get(name) {
+            return Some(self.cert(i));
         }
-        self.default.map(|i| self.cert(i))
+        // The first label, non-empty, replaced by `*`: look up what follows it.
+        let dot = memchr::memchr(b'.', name).filter(|&d| d > 0)?;
+        self.wildcard.get(&name[dot + 1..]).map(|i| self.cert(i))
     }
 
     /// Exactly this hostname (`*.x` for a wildcard), no fallback.
@@ -558,6 +558,14 @@ impl Core {
     pub fn certificate_for_hostname_with<R>(&self, hostname: &[u8], f: impl FnOnce(Option<CertRef<'_>>) -> R) -> R {
         let store = self.certs.load();
         f(store.lookup_hostname(hostname).map(Cert::as_ref))
+    }
+
+    /// Whether `hostname` has a certificate listed for itself — its exact name or the
+    /// wildcard of its first label, not only the default `_` — as ingress-nginx's
+    /// `certificate.configured_for_current_request()` answers for `$host`. A hostname
+    /// listed with the default's certificate counts. Never allocates.
+    pub fn has_own_certificate(&self, hostname: &[u8]) -> bool {
+        self.certs.load().lookup_own(hostname).is_some()
     }
 
     /// The certificate in force whose [`CertRef::id`] is `id`, if any.

@@ -339,6 +339,13 @@ uint64_t ilb_core_servers_generation(const ilb_core *core);
 ilb_result ilb_core_certificate_lookup(const ilb_core *core, const char *sni, size_t sni_len,
                                        uint64_t *id);
 
+/* ILB_OK if `host` has a certificate listed for itself (its exact name, or the
+ * wildcard of its first label; a name listed with the default's certificate counts,
+ * the default `_` alone does not), else ILB_NO_CERTIFICATE: ingress-nginx's
+ * certificate.configured_for_current_request() for $host. Never allocates. */
+ilb_result ilb_core_hostname_has_certificate(const ilb_core *core, const char *host,
+                                             size_t host_len);
+
 /* Copy the PEM (chain and key, exactly as POSTed) of the certificate in force with
  * that id into buf, NUL-terminated; on ILB_OK *len gets its length (before the NUL).
  * When buf is too small (cap < length + 1; ask with buf NULL and cap 0 to get the
@@ -1285,6 +1292,7 @@ local C_apply_accepted_servers
 local C_validate_servers
 local C_servers_generation
 local C_certificate_lookup
+local C_hostname_has_certificate
 local C_certificate_pem
 
 -- scratch buffer for certificate_pem(), grown (once per larger size) when a PEM
@@ -1309,6 +1317,7 @@ local function load_certificates()
         C_validate_servers = clib.ilb_core_validate_servers
         C_servers_generation = clib.ilb_core_servers_generation
         C_certificate_lookup = clib.ilb_core_certificate_lookup
+        C_hostname_has_certificate = clib.ilb_core_hostname_has_certificate
         C_certificate_pem = clib.ilb_core_certificate_pem
     end)
     if not ok then
@@ -1408,6 +1417,21 @@ function _M.certificate_id(sni)
         return nil, tonumber(rc)
     end
     return tonumber(u64_out[0])
+end
+
+
+-- true if `host` has a certificate listed for itself (its exact name or the
+-- wildcard of its first label; listed with the default's certificate counts, the
+-- default "_" alone does not): certificate.configured_for_current_request().
+function _M.hostname_has_certificate(host)
+    local c = core
+    if not c or type(host) ~= "string" then
+        return false
+    end
+    if not C_hostname_has_certificate and not load_certificates() then
+        return false
+    end
+    return C_hostname_has_certificate(c, host, #host) == ILB_OK
 end
 
 

@@ -444,3 +444,25 @@ fn accepted_documents_parse_each_certificate_at_first_use() {
     // apply_servers would have refused it.
     assert!(Core::new().apply_servers(&bad).is_err());
 }
+
+#[test]
+fn own_certificate_is_the_exact_or_wildcard_entry_never_the_default_alone() {
+    let core = Core::new();
+    core.apply_servers(&doc(
+        &[("d", DEFAULT), ("w", WILDCARD), ("e", EXACT)],
+        &[("_", "d"), ("*.b.example.com", "w"), ("exact.example.com", "e"), ("listed.example.com", "d")],
+    ))
+    .unwrap();
+    for (host, want) in [
+        ("exact.example.com", true),
+        ("EXACT.example.com.", true),
+        ("a.b.example.com", true),
+        ("x.a.b.example.com", false),
+        ("listed.example.com", true), // listed with the default's certificate
+        ("unknown.example.org", false),
+        ("_", true),
+        ("", false),
+    ] {
+        assert_eq!(core.has_own_certificate(host.as_bytes()), want, "{host}");
+    }
+}

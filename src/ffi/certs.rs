@@ -71,6 +71,24 @@ pub unsafe extern "C" fn ilb_core_servers_generation(core: *const IlbCore) -> u6
 }
 
 /// # Safety
+/// `core` a live handle or NULL; `host` `host_len` readable bytes or (NULL, 0).
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_hostname_has_certificate(
+    core: *const IlbCore,
+    host: *const c_char,
+    host_len: usize,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contract.
+        match unsafe { core_ref(core).and_then(|c| Ok((c, bytes(host.cast(), host_len)?))) } {
+            Ok((core, host)) if core.has_own_certificate(host) => IlbResult::Ok,
+            Ok(_) => IlbResult::NoCertificate,
+            Err(e) => e,
+        }
+    })
+}
+
+/// # Safety
 /// `core` a live handle or NULL; `sni` `sni_len` readable bytes or (NULL, 0) for no
 /// SNI; `id_out` writable or NULL.
 #[no_mangle]

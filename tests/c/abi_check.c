@@ -180,6 +180,10 @@ static void check_certificates(const char *dir) {
     CHECK(ilb_core_servers_generation(other) == 1);
     CHECK(ilb_core_certificate_lookup(other, "exact.example.com", 17, &id) == ILB_OK && id != 0);
     CHECK(ilb_core_certificate_lookup(other, "a.b.example.com", 15, &id2) == ILB_OK && id2 == d_id);
+    CHECK(ilb_core_hostname_has_certificate(other, "exact.example.com", 17) == ILB_OK);
+    CHECK(ilb_core_hostname_has_certificate(other, "unknown.test", 12) == ILB_NO_CERTIFICATE);
+    CHECK(ilb_core_hostname_has_certificate(other, NULL, 3) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_hostname_has_certificate(NULL, "x", 1) == ILB_NULL_ARGUMENT);
     CHECK(ilb_core_certificate_pem(other, id, pem, sizeof pem, &len) == ILB_OK && len == strlen(pem));
     CHECK(ilb_core_apply_accepted_servers(other, (const uint8_t *)"{", 1, err, sizeof err, &err_len)
           == ILB_CONFIG_REJECTED);
