@@ -61,11 +61,15 @@ fn main() {
         }
     }
 
-    // Result codes: same names, same values, same order.
-    let c_codes = header_enum(&header);
-    let r_codes = rust_enum(&ffi);
-    if c_codes != r_codes {
-        problems.push(format!("ilb_result differs: header {c_codes:?}, Rust {r_codes:?}"));
+    // Result codes and other enums: same names, same values, same order.
+    for (c_name, rust_name, prefix) in
+        [("ilb_result", "IlbResult", "ILB_"), ("ilb_apply_state", "IlbApplyState", "ILB_APPLY_")]
+    {
+        let c_codes = header_enum(&header, c_name, prefix);
+        let r_codes = rust_enum(&ffi, rust_name);
+        if c_codes != r_codes {
+            problems.push(format!("{c_name} differs: header {c_codes:?}, Rust {r_codes:?}"));
+        }
     }
 
     // Sizes used in the header's struct layouts.
@@ -166,6 +170,7 @@ fn c_to_rust(c: &str) -> String {
         "uint64_t" => "u64",
         "size_t" => "usize",
         "ilb_result" => "IlbResult",
+        "ilb_apply_state" => "IlbApplyState",
         "ilb_core" => "IlbCore",
         "ilb_pick_ctx" => "PickCtx",
         "ilb_peer" => "IlbPeer",
@@ -246,28 +251,29 @@ fn rust_type(t: &str) -> String {
     out
 }
 
-/// ("OK", 0), ("NULL_ARGUMENT", 1), ... from `typedef enum ilb_result { ... }`.
-fn header_enum(header: &str) -> Vec<(String, i64)> {
+/// ("OK", 0), ("NULL_ARGUMENT", 1), ... from `typedef enum ilb_result { ... }`
+/// (`name` = "ilb_result", `prefix` = "ILB_").
+fn header_enum(header: &str, name: &str, prefix: &str) -> Vec<(String, i64)> {
     let code = strip_comments(cdef_block(header));
-    let start = code.find("typedef enum ilb_result").expect("header declares ilb_result");
+    let start = code.find(&format!("typedef enum {name} ")).unwrap_or_else(|| panic!("header declares {name}"));
     let body = &code[code[start..].find('{').unwrap() + start + 1..code[start..].find('}').unwrap() + start];
     body.split(',')
         .filter(|v| !v.trim().is_empty())
         .map(|v| {
-            let (n, val) = v.split_once('=').expect("every ilb_result value is explicit");
-            (n.trim().trim_start_matches("ILB_").to_string(), val.trim().parse().unwrap())
+            let (n, val) = v.split_once('=').expect("every enum value is explicit");
+            (n.trim().trim_start_matches(prefix).to_string(), val.trim().parse().unwrap())
         })
         .collect()
 }
 
 /// The same list from `pub enum IlbResult { Ok = 0, NullArgument = 1, ... }`.
-fn rust_enum(src: &str) -> Vec<(String, i64)> {
-    let start = src.find("pub enum IlbResult").expect("src/ffi.rs declares IlbResult");
+fn rust_enum(src: &str, name: &str) -> Vec<(String, i64)> {
+    let start = src.find(&format!("pub enum {name} ")).unwrap_or_else(|| panic!("src/ffi.rs declares {name}"));
     let body = &src[src[start..].find('{').unwrap() + start + 1..src[start..].find('}').unwrap() + start];
     body.split(',')
         .filter(|v| !v.trim().is_empty())
         .map(|v| {
-            let (n, val) = v.split_once('=').expect("every IlbResult value is explicit");
+            let (n, val) = v.split_once('=').expect("every enum value is explicit");
             (upper_snake(n.trim()), val.trim().parse().unwrap())
         })
         .collect()

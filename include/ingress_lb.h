@@ -186,6 +186,47 @@ void ilb_core_free(ilb_core *core);
 ilb_result ilb_core_apply_backends(ilb_core *core, const uint8_t *json, size_t json_len,
                                    char *err, size_t err_cap, size_t *err_len);
 
+/* Where a configuration given to ilb_core_apply_backends_or_start() is. */
+typedef enum ilb_apply_state {
+    ILB_APPLY_IDLE = 0,         /* collect: nothing was started (or it was collected) */
+    ILB_APPLY_APPLIED = 1,      /* the document is in force now */
+    ILB_APPLY_STARTED = 2,      /* compiling on a thread of the core's own: collect
+                                 * it with ilb_core_collect_backends() */
+    ILB_APPLY_BUSY = 3,         /* a compilation started earlier still runs: nothing
+                                 * done; collect it, then call again */
+    ILB_APPLY_RUNNING = 4,      /* collect: still compiling; the configuration in
+                                 * force keeps serving */
+    ILB_APPLY_SUPERSEDED = 5    /* collect: compiled, but another configuration was
+                                 * applied meanwhile, so it was dropped: apply again */
+} ilb_apply_state;
+
+/* ilb_core_apply_backends() for an event loop: if the backends that changed (what
+ * lies between the bytes json shares with the document in force at its start and
+ * at its end) are at most inline_bytes of JSON, the document is applied here
+ * (*state_out = ILB_APPLY_APPLIED; building costs about 30 ns per byte). Otherwise
+ * the core copies json and compiles it on a thread of its own
+ * (*state_out = ILB_APPLY_STARTED) and the configuration in force keeps serving;
+ * ilb_core_collect_backends() publishes the result. The caller's buffer may be
+ * released as soon as this returns. A document rejected here (too large, a small one
+ * that is invalid) changes nothing: ILB_CONFIG_REJECTED / ILB_INVALID_ARGUMENT with
+ * err as for ilb_core_apply_backends(), *state_out untouched. One compilation at a
+ * time: while one runs, *state_out = ILB_APPLY_BUSY and nothing is done.
+ * ilb_core_free() may be called while a compilation runs (its thread finishes on its
+ * own and frees its result). */
+ilb_result ilb_core_apply_backends_or_start(ilb_core *core, const uint8_t *json,
+                                            size_t json_len, size_t inline_bytes,
+                                            ilb_apply_state *state_out, char *err,
+                                            size_t err_cap, size_t *err_len);
+
+/* Publish a compilation started by ilb_core_apply_backends_or_start() if it is
+ * done. *state_out: ILB_APPLY_IDLE, ILB_APPLY_RUNNING, ILB_APPLY_APPLIED or
+ * ILB_APPLY_SUPERSEDED. A document rejected by the compilation: ILB_CONFIG_REJECTED
+ * with the message in err (as for ilb_core_apply_backends()), *state_out untouched,
+ * the configuration in force kept. Cheap (a lock and a flag) unless it publishes;
+ * the configuration replaced is freed on another thread. */
+ilb_result ilb_core_collect_backends(ilb_core *core, ilb_apply_state *state_out,
+                                     char *err, size_t err_cap, size_t *err_len);
+
 /* Same checks as ilb_core_apply_backends() without publishing anything. */
 ilb_result ilb_core_validate_backends(const ilb_core *core, const uint8_t *json,
                                       size_t json_len, char *err, size_t err_cap,

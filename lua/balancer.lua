@@ -91,6 +91,7 @@ local core_route = core.route
 local core_new_ctx = core.new_ctx
 local core_release_ctx = core.release_ctx
 local core_apply = core.apply
+local core_apply_yielding = core.apply_yielding
 local result_name = core.result_name
 local compile_hash_by = hash_by.compile
 local evaluate_hash_by = hash_by.evaluate
@@ -160,13 +161,15 @@ local recheck_until = 0
 local rejected_document
 
 
-local function apply_document(document)
+local function apply_document(document, yielding)
   if document == nil then
     -- like stock: no stored backends means no backend at all
     document = "[]"
   end
 
-  local ok, err = core_apply(document)
+  -- from the timer: a large change is compiled on another thread while the timer
+  -- sleeps, and the worker keeps serving with the configuration in force
+  local ok, err = (yielding and core_apply_yielding or core_apply)(document)
   if ok then
     rejected_document = nil
     -- what the core could not honour (an unknown load-balance name, an invalid
@@ -188,7 +191,8 @@ local function apply_document(document)
 end
 
 
-local function sync_backends()
+-- yielding: called where ngx.sleep is allowed (the timer), not in init_worker
+local function sync_backends(yielding)
   if not configuration_data then
     return
   end
@@ -201,7 +205,7 @@ local function sync_backends()
       return
     end
     last_generation = generation
-    apply_document(configuration_data:get("backends"))
+    apply_document(configuration_data:get("backends"), yielding)
     return
   end
 
@@ -219,15 +223,24 @@ local function sync_backends()
     return
   end
 
-  apply_document(configuration_data:get("backends"))
+  apply_document(configuration_data:get("backends"), yielding)
 end
 
 
+-- a timer run still applying (it yields while a large change compiles) makes the
+-- next runs return at once
+local syncing = false
+
 local function sync_timer(premature)
-  if premature then
+  if premature or syncing then
     return
   end
-  sync_backends()
+  syncing = true
+  local ok, err = pcall(sync_backends, true)
+  syncing = false
+  if not ok then
+    ngx_log(ERR, "backends sync failed: ", tostring(err))
+  end
 end
 
 

@@ -399,7 +399,9 @@ local function handle_backends()
   end
 
   -- check (and use, in this worker) before storing anything
-  if not apply_or_reject("backends", core.apply, backends) then
+  -- a large change compiles on another thread while this request sleeps: the
+  -- worker keeps serving meanwhile (core.apply_yielding)
+  if not apply_or_reject("backends", core.apply_yielding, backends) then
     return
   end
 

@@ -13,6 +13,10 @@ pub enum ConfigError {
     /// The document is empty (zero bytes or only whitespace).
     #[error("configuration is empty: expected a JSON array of backends")]
     Empty,
+
+    /// A bug: compiling the configuration panicked (on a background thread).
+    #[error("internal error while compiling the configuration: {0}")]
+    Internal(String),
     /// The document is not valid UTF-8.
     #[error("configuration is not valid UTF-8 (first bad byte at offset {offset})")]
     Utf8 { offset: usize },

@@ -9,7 +9,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::pick::{PickCtx, ADDR_MAX, COOKIE_MAX};
 use crate::request::Request;
-use crate::{header_name_is, AlgorithmKind, ConfigError, Core, Headers, PickError, MAX_CONFIG_BYTES};
+use crate::{
+    header_name_is, AlgorithmKind, Collected, ConfigError, Core, Headers, PickError, Progress, MAX_CONFIG_BYTES,
+};
 
 pub mod certs;
 pub mod state;
@@ -315,6 +317,94 @@ pub unsafe extern "C" fn ilb_core_validate_backends(
     guard(|| {
         // SAFETY: forwarded caller contracts.
         unsafe { config_call(core, json, json_len, err, err_cap, err_len, |c, doc| c.validate_backends(doc)) }
+    })
+}
+
+/// `ilb_apply_state`: where a configuration started with
+/// `ilb_core_apply_backends_or_start` is.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IlbApplyState {
+    Idle = 0,
+    Applied = 1,
+    Started = 2,
+    Busy = 3,
+    Running = 4,
+    Superseded = 5,
+}
+
+/// # Safety
+/// As `ilb_core_apply_backends`; `state_out` writable (not NULL).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ilb_core_apply_backends_or_start(
+    core: *mut IlbCore,
+    json: *const u8,
+    json_len: usize,
+    inline_bytes: usize,
+    state_out: *mut IlbApplyState,
+    err: *mut c_char,
+    err_cap: usize,
+    err_len: *mut usize,
+) -> IlbResult {
+    guard(|| {
+        if state_out.is_null() {
+            // SAFETY: forwarded caller contract.
+            unsafe { write_text(null_or_invalid_text(IlbResult::NullArgument), err, err_cap, err_len) };
+            return IlbResult::NullArgument;
+        }
+        let mut state = IlbApplyState::Idle;
+        // SAFETY: forwarded caller contracts.
+        let code = unsafe {
+            config_call(core, json, json_len, err, err_cap, err_len, |c, doc| {
+                state = match c.apply_backends_or_start(doc, inline_bytes)? {
+                    Progress::Applied(_) => IlbApplyState::Applied,
+                    Progress::Started => IlbApplyState::Started,
+                    Progress::Busy => IlbApplyState::Busy,
+                };
+                Ok(())
+            })
+        };
+        if code == IlbResult::Ok {
+            // SAFETY: checked non-null above; writable by contract.
+            unsafe { *state_out = state };
+        }
+        code
+    })
+}
+
+/// # Safety
+/// `core` a live handle or NULL; `state_out` writable (not NULL); `err` `err_cap`
+/// writable bytes or NULL; `err_len` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn ilb_core_collect_backends(
+    core: *mut IlbCore,
+    state_out: *mut IlbApplyState,
+    err: *mut c_char,
+    err_cap: usize,
+    err_len: *mut usize,
+) -> IlbResult {
+    guard(|| {
+        // SAFETY: caller contract.
+        let core = match unsafe { core_ref(core) } {
+            Ok(c) if !state_out.is_null() => c,
+            Ok(_) => return IlbResult::NullArgument,
+            Err(e) => return e,
+        };
+        let state = match core.collect_backends() {
+            Collected::Idle => IlbApplyState::Idle,
+            Collected::Running => IlbApplyState::Running,
+            Collected::Applied(_) => IlbApplyState::Applied,
+            Collected::Superseded => IlbApplyState::Superseded,
+            Collected::Rejected(e) => {
+                // SAFETY: forwarded caller contract.
+                unsafe { write_text(&e.to_string(), err, err_cap, err_len) };
+                return IlbResult::ConfigRejected;
+            }
+        };
+        // SAFETY: checked non-null above; writable by contract.
+        unsafe { *state_out = state };
+        IlbResult::Ok
     })
 }
 

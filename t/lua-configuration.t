@@ -398,3 +398,114 @@ b=2
 --- no_error_log
 [error]
 [alert]
+
+
+
+=== TEST 14: a large change compiles off the event loop: the worker runs Lua while the POST waits, then serves it
+--- config
+    location = /t {
+        content_by_lua_block {
+            local core = require("ingress_lb.core")
+            local name = "default-web-80"
+            ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
+            -- about 1.8 MB, far over core.INLINE_APPLY_BYTES
+            local parts = { T.full_backend(name, { T.ep("b") }) }
+            for i = 1, 3000 do
+                parts[#parts + 1] = T.full_backend("default-svc-" .. i .. "-80", { T.ep("c") })
+            end
+            local big = "[" .. table.concat(parts, ",") .. "]"
+            local posted
+            local post = ngx.thread.spawn(function()
+                posted = T.post_raw(big)
+            end)
+            -- this worker keeps running Lua while the POST handler (same worker)
+            -- waits for the compilation: collect() sees it running. Were the
+            -- document built on the event loop, nothing would run meanwhile.
+            local saw_running = false
+            while not posted do
+                if core.collect() == "running" then
+                    saw_running = true
+                end
+                ngx.sleep(0.001)
+            end
+            ngx.thread.wait(post)
+            ngx.say("post: ", posted)
+            ngx.say("saw the compilation running: ", saw_running)
+            ngx.say("in force: ", T.count(2, name), " ", T.count(1, "default-svc-3000-80"))
+        }
+    }
+--- response_body
+201 []
+post: 201 []
+saw the compilation running: true
+in force: b=2 c=1
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 15: a large document rejected by the compilation: 400 naming the fault, the old configuration serves
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
+            local parts = { T.full_backend(name, { T.ep("b") }) }
+            for i = 1, 3000 do
+                parts[#parts + 1] = T.full_backend("default-svc-" .. i .. "-80", { T.ep("c") })
+            end
+            -- structurally fine; the address is found bad only when decoded
+            parts[2000] = T.full_backend("default-svc-bad-80", { T.ep("c", "10.0.0.256") })
+            local result = T.post_raw("[" .. table.concat(parts, ",") .. "]")
+            ngx.say(result:match("^400 %[.*default%-svc%-bad%-80.*10%.0%.0%.256.*%]$")
+                    and "bad: 400 naming backend and address" or ("bad: " .. result))
+            ngx.say("generation counter: ", configuration.get_backends_generation())
+            ngx.say("serving: ", T.count(2, name), " ", T.count(1, "default-svc-1-80"))
+        }
+    }
+--- response_body
+201 []
+bad: 400 naming backend and address
+generation counter: 1
+serving: a=2 status503=1
+--- error_log
+dynamic-configuration: backends rejected
+--- no_error_log
+[alert]
+
+
+
+=== TEST 16: core.apply_or_start() and core.collect(): started, busy, applied; small changes at once
+--- config
+    location = /t {
+        content_by_lua_block {
+            local core = require("ingress_lb.core")
+            local doc_a = T.doc(T.backend("x", { T.ep("a") }))
+            local doc_b = T.doc(T.backend("x", { T.ep("b") }))
+            ngx.say("inline: ", core.apply_or_start(doc_a))
+            local state, n = core.apply_or_start(doc_b, 0)
+            ngx.say("budget 0: ", state, " ", type(n))
+            ngx.say("again: ", core.apply_or_start(doc_a, 0))
+            local polls = 0
+            repeat
+                ngx.sleep(0.001)
+                polls = polls + 1
+                state = core.collect(n)
+            until state ~= "running" or polls > 10000
+            -- the outcome is kept for whoever asks about n (or the last one)
+            ngx.say("collected: ", state, "; then: ", (core.collect(n)), " ", (core.collect()))
+            ngx.say("bad: ", select(2, core.apply_or_start("[{", 0)) ~= nil)
+            ngx.say((select(2, core.apply_or_start(42))))
+        }
+    }
+--- response_body
+inline: applied
+budget 0: started number
+again: busy
+collected: applied; then: applied applied
+bad: true
+backends document must be a string, got number
+--- no_error_log
+[error]
+[alert]

@@ -801,6 +801,16 @@ fn null_pointers_everywhere() {
             assert_eq!(fun(core, d.as_ptr(), d.len(), null_mut(), 0, null_mut()), OK);
         }
 
+        let mut state = IlbApplyState::Idle;
+        let (gp, gl) = (good.as_ptr(), good.len());
+        assert_eq!(ilb_core_apply_backends_or_start(null_mut(), gp, gl, 0, &mut state, e, 64, &mut len), N);
+        assert_eq!(ilb_core_apply_backends_or_start(core, null(), 5, 0, &mut state, e, 64, &mut len), N);
+        assert_eq!(ilb_core_apply_backends_or_start(core, gp, gl, 0, null_mut(), e, 64, &mut len), N);
+        assert_eq!(CStr::from_ptr(e).to_str().unwrap(), "a required pointer argument is NULL");
+        assert_eq!(ilb_core_collect_backends(null_mut(), &mut state, e, 64, &mut len), N);
+        assert_eq!(ilb_core_collect_backends(core, null_mut(), e, 64, &mut len), N);
+        assert_eq!(ilb_core_collect_backends(core, &mut state, null_mut(), 0, null_mut()), OK);
+        assert_eq!(state, IlbApplyState::Idle);
         assert_eq!(ilb_core_warnings(null(), e, 64, &mut len), N);
         assert_eq!(ilb_core_warnings(core, null_mut(), 64, &mut len), N);
         assert_eq!(ilb_core_warnings(core, null_mut(), 0, null_mut()), OK);
@@ -939,6 +949,8 @@ fn zero_and_huge_lengths() {
                 assert_eq!(CStr::from_ptr(e).to_str().unwrap(), "invalid argument");
             }
             assert_eq!(ilb_core_validate_backends(core, s, huge, e, 128, &mut len), I);
+            let mut state = IlbApplyState::Idle;
+            assert_eq!(ilb_core_apply_backends_or_start(core, s, huge, 0, &mut state, e, 128, &mut len), I);
             assert_eq!(ilb_core_validate_servers(core, s, huge, e, 128, &mut len), I);
             assert_eq!(ilb_core_has_backend(core, sc, huge), I);
             assert_eq!(ilb_core_backend_info(core, sc, huge, &mut info), I);

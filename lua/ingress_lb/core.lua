@@ -156,6 +156,47 @@ void ilb_core_free(ilb_core *core);
 ilb_result ilb_core_apply_backends(ilb_core *core, const uint8_t *json, size_t json_len,
                                    char *err, size_t err_cap, size_t *err_len);
 
+/* Where a configuration given to ilb_core_apply_backends_or_start() is. */
+typedef enum ilb_apply_state {
+    ILB_APPLY_IDLE = 0,         /* collect: nothing was started (or it was collected) */
+    ILB_APPLY_APPLIED = 1,      /* the document is in force now */
+    ILB_APPLY_STARTED = 2,      /* compiling on a thread of the core's own: collect
+                                 * it with ilb_core_collect_backends() */
+    ILB_APPLY_BUSY = 3,         /* a compilation started earlier still runs: nothing
+                                 * done; collect it, then call again */
+    ILB_APPLY_RUNNING = 4,      /* collect: still compiling; the configuration in
+                                 * force keeps serving */
+    ILB_APPLY_SUPERSEDED = 5    /* collect: compiled, but another configuration was
+                                 * applied meanwhile, so it was dropped: apply again */
+} ilb_apply_state;
+
+/* ilb_core_apply_backends() for an event loop: if the backends that changed (what
+ * lies between the bytes json shares with the document in force at its start and
+ * at its end) are at most inline_bytes of JSON, the document is applied here
+ * (*state_out = ILB_APPLY_APPLIED; building costs about 30 ns per byte). Otherwise
+ * the core copies json and compiles it on a thread of its own
+ * (*state_out = ILB_APPLY_STARTED) and the configuration in force keeps serving;
+ * ilb_core_collect_backends() publishes the result. The caller's buffer may be
+ * released as soon as this returns. A document rejected here (too large, a small one
+ * that is invalid) changes nothing: ILB_CONFIG_REJECTED / ILB_INVALID_ARGUMENT with
+ * err as for ilb_core_apply_backends(), *state_out untouched. One compilation at a
+ * time: while one runs, *state_out = ILB_APPLY_BUSY and nothing is done.
+ * ilb_core_free() may be called while a compilation runs (its thread finishes on its
+ * own and frees its result). */
+ilb_result ilb_core_apply_backends_or_start(ilb_core *core, const uint8_t *json,
+                                            size_t json_len, size_t inline_bytes,
+                                            ilb_apply_state *state_out, char *err,
+                                            size_t err_cap, size_t *err_len);
+
+/* Publish a compilation started by ilb_core_apply_backends_or_start() if it is
+ * done. *state_out: ILB_APPLY_IDLE, ILB_APPLY_RUNNING, ILB_APPLY_APPLIED or
+ * ILB_APPLY_SUPERSEDED. A document rejected by the compilation: ILB_CONFIG_REJECTED
+ * with the message in err (as for ilb_core_apply_backends()), *state_out untouched,
+ * the configuration in force kept. Cheap (a lock and a flag) unless it publishes;
+ * the configuration replaced is freed on another thread. */
+ilb_result ilb_core_collect_backends(ilb_core *core, ilb_apply_state *state_out,
+                                     char *err, size_t err_cap, size_t *err_len);
+
 /* Same checks as ilb_core_apply_backends() without publishing anything. */
 ilb_result ilb_core_validate_backends(const ilb_core *core, const uint8_t *json,
                                       size_t json_len, char *err, size_t err_cap,
@@ -439,6 +480,7 @@ local core_out = ffi_new("ilb_core *[1]")
 local stats_out = ffi_new("ilb_stats *[1]")
 local info_out = ffi_new("ilb_backend_info")
 local u32_out = ffi_new("uint32_t[1]")
+local apply_state_out = ffi_new("ilb_apply_state[1]")
 local req = ffi_new("ilb_request")
 local peer = ffi_new("ilb_peer")
 
@@ -454,6 +496,9 @@ local C_core_new
 local C_core_free
 local C_apply
 local C_validate
+-- nil when the library predates off-event-loop compilation
+local C_apply_or_start
+local C_collect
 local C_generation
 local C_has_backend
 local C_ctx_init
@@ -617,6 +662,8 @@ local function load()
     C_stats_new = optional("ilb_stats_new")
     C_stats_free = optional("ilb_stats_free")
     C_use_stats = optional("ilb_core_use_stats")
+    C_apply_or_start = optional("ilb_core_apply_backends_or_start")
+    C_collect = optional("ilb_core_collect_backends")
 
     lib = clib
     lib_path = path
@@ -840,6 +887,137 @@ function _M.apply(json)
         end
     end
     return check_document(C_apply, json, true)
+end
+
+
+-- Changed backends (JSON bytes) a worker builds on its event loop; a larger
+-- change is compiled on a thread of the core's own (apply_or_start()). Building
+-- costs about 30 ns per byte: 64 KiB is about 2 ms.
+_M.INLINE_APPLY_BYTES = 64 * 1024
+
+local APPLY_STATES = {
+    [0] = "idle", "applied", "started", "busy", "running", "superseded",
+}
+
+-- compilations started in this worker, and the outcome of the last one collected
+-- (whoever collected it: the sync timer or a POST handler)
+local build_seq = 0
+local done_seq = 0
+local done_state, done_err
+
+-- apply() for an event loop: a change of at most inline_bytes (default
+-- INLINE_APPLY_BYTES) of backends is applied at once and "applied" returned; a
+-- larger one is compiled on another thread: "started", n (collect(n) publishes
+-- it), while the configuration in force keeps serving. "busy" when a compilation
+-- started earlier still runs (nothing done). nil, message, rc when the document is
+-- rejected at once.
+function _M.apply_or_start(json, inline_bytes)
+    if type(json) ~= "string" then
+        return nil, "backends document must be a string, got " .. type(json),
+               _M.INVALID_ARGUMENT
+    end
+    local c, err = get_core()
+    if not c then
+        return nil, err
+    end
+    if not C_apply_or_start then
+        local ok, apply_err, rc = check_document(C_apply, json, true)
+        if not ok then
+            return nil, apply_err, rc
+        end
+        return "applied"
+    end
+
+    size_out[0] = 0
+    local rc = tonumber(C_apply_or_start(c, json, #json,
+                                         inline_bytes or _M.INLINE_APPLY_BYTES,
+                                         apply_state_out, err_buf, ERR_CAP, size_out))
+    if rc ~= ILB_OK then
+        return nil, last_error(rc), rc
+    end
+    local state = APPLY_STATES[tonumber(apply_state_out[0])]
+    if state == "applied" then
+        refresh_descriptors(c)
+    elseif state == "started" then
+        build_seq = build_seq + 1
+        return state, build_seq
+    end
+    return state
+end
+
+
+-- Publish compilation n (from apply_or_start()) if it is done. Returns
+-- "running", "applied" or "superseded" (compiled, but another configuration was
+-- applied meanwhile: apply again), or nil, message, rc if it was rejected (the
+-- configuration in force stays). "idle" when nothing was started.
+function _M.collect(n)
+    n = n or build_seq
+    if n <= done_seq then
+        if n == done_seq then
+            return done_state, done_err, done_state == nil and _M.CONFIG_REJECTED or nil
+        end
+        return "idle"
+    end
+    local c, err = get_core()
+    if not c then
+        return nil, err
+    end
+    if not C_collect then
+        return "idle"
+    end
+
+    size_out[0] = 0
+    local rc = tonumber(C_collect(c, apply_state_out, err_buf, ERR_CAP, size_out))
+    if rc ~= ILB_OK then
+        done_seq, done_state, done_err = build_seq, nil, last_error(rc)
+        return nil, done_err, rc
+    end
+    local state = APPLY_STATES[tonumber(apply_state_out[0])]
+    if state == "running" or state == "idle" then
+        return state
+    end
+    if state == "applied" then
+        refresh_descriptors(c)
+    end
+    done_seq, done_state, done_err = build_seq, state, nil
+    return state
+end
+
+
+-- apply() in a context that may yield (content handler, timer): a large change is
+-- compiled on another thread while this request or timer sleeps, so the worker
+-- keeps serving. Returns true, or nil, message, rc.
+local APPLY_POLL = 0.002
+local APPLY_TRIES = 20
+function _M.apply_yielding(json, inline_bytes)
+    local sleep = ngx and ngx.sleep
+    for _ = 1, APPLY_TRIES do
+        local state, n, rc = _M.apply_or_start(json, inline_bytes)
+        if not state then
+            return nil, n, rc
+        end
+        if state == "applied" then
+            return true
+        end
+        if state == "started" then
+            repeat
+                sleep(APPLY_POLL)
+                state, n, rc = _M.collect(n)
+            until state ~= "running"
+            if not state then
+                return nil, n, rc
+            end
+            if state == "applied" then
+                return true
+            end
+            -- superseded: another configuration was applied meanwhile; again
+        else
+            -- busy: another compilation of this worker is running
+            sleep(APPLY_POLL)
+        end
+    end
+    return nil, "configuration not applied: other configurations kept replacing it",
+           _M.CONFIG_REJECTED
 end
 
 

@@ -2,6 +2,7 @@
  * exercises every export as a C caller would. Exit status 0 = all checks passed. */
 #define _POSIX_C_SOURCE 200809L /* fork, waitpid: the ewma statistics check */
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -314,6 +315,37 @@ int main(int argc, char **argv) {
     CHECK(err_len == strlen(err) && strstr(err, "least_conn") != NULL);
     CHECK(ilb_core_warnings(core, NULL, 0, &err_len) == ILB_OK && err_len == 0);
     CHECK(ilb_core_warnings(core, NULL, 5, &err_len) == ILB_NULL_ARGUMENT);
+
+    /* Off the caller's thread: started, busy, collected; a rejection by the
+     * compilation; out-params untouched on failure. */
+    ilb_apply_state state = (ilb_apply_state)99;
+    CHECK(ilb_core_apply_backends_or_start(core, (const uint8_t *)GOOD, strlen(GOOD), 0, &state, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(state == ILB_APPLY_STARTED);
+    CHECK(ilb_core_apply_backends_or_start(core, (const uint8_t *)GOOD, strlen(GOOD), 0, &state, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(state == ILB_APPLY_BUSY);
+    for (int i = 0; i < 60000; i++) {
+        CHECK(ilb_core_collect_backends(core, &state, err, sizeof err, &err_len) == ILB_OK);
+        if (state != ILB_APPLY_RUNNING) break;
+        nanosleep(&(struct timespec){ .tv_sec = 0, .tv_nsec = 1000000 }, NULL);
+    }
+    CHECK(state == ILB_APPLY_APPLIED);
+    CHECK(ilb_core_has_backend(core, "web", 3) == ILB_OK && ilb_core_has_backend(core, "w", 1) == ILB_UNKNOWN_BACKEND);
+    CHECK(ilb_core_collect_backends(core, &state, NULL, 0, NULL) == ILB_OK && state == ILB_APPLY_IDLE);
+    CHECK(ilb_core_apply_backends_or_start(core, (const uint8_t *)bad, strlen(bad), 0, &state, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(state == ILB_APPLY_STARTED);
+    ilb_result rc = ILB_OK;
+    for (int i = 0; i < 60000; i++) {
+        state = (ilb_apply_state)99;
+        rc = ilb_core_collect_backends(core, &state, err, sizeof err, &err_len);
+        if (rc != ILB_OK || state != ILB_APPLY_RUNNING) break;
+        nanosleep(&(struct timespec){ .tv_sec = 0, .tv_nsec = 1000000 }, NULL);
+    }
+    CHECK(rc == ILB_CONFIG_REJECTED && state == (ilb_apply_state)99 && strstr(err, "endpoints[0].port") != NULL);
+    CHECK(ilb_core_apply_backends_or_start(core, (const uint8_t *)GOOD, strlen(GOOD), 1 << 20, &state, err, sizeof err, &err_len) == ILB_OK);
+    CHECK(state == ILB_APPLY_APPLIED);
+    CHECK(ilb_core_apply_backends_or_start(core, (const uint8_t *)GOOD, strlen(GOOD), 0, NULL, err, sizeof err, &err_len) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_collect_backends(core, NULL, err, sizeof err, &err_len) == ILB_NULL_ARGUMENT);
+    CHECK(ilb_core_collect_backends(NULL, &state, err, sizeof err, &err_len) == ILB_NULL_ARGUMENT);
 
     check_ewma_stats();
     check_state();
