@@ -27,6 +27,8 @@ workers(2);
 # A block named "... [zone <size>] ..." gets that ingress_lb_zone instead.
 my $http_config = module_http_config(
     ports => { big => 10, many => 11 },
+    # connections spread over both workers (T.await_served)
+    reuseport => 1,
     init => "        T.CERTS = \"\$TEST_NGINX_ILB_LUA_DIR/../tests/data/certs\"\n",
 ) . <<'_EOC_';
 
@@ -139,7 +141,7 @@ exited on signal
             ngx.say("post: ", T.post_raw(doc))
             ngx.update_time()
             ngx.log(ngx.INFO, "10 000 endpoints: ", #doc, " bytes, POST answered in ", ngx.now() - started, " s")
-            ngx.sleep(0.6)
+            ngx.say("every worker serves it: ", T.await_served({ "many", "default-web-80" }, 2))
             local counts, distinct = T.spread(40, "many")
             ngx.say("served: ", counts)
             ngx.say("spread over many endpoints: ", distinct > 20)
@@ -149,6 +151,7 @@ exited on signal
 --- response_body
 size under 21m: true
 post: 201 []
+every worker serves it: true
 served: many=40
 spread over many endpoints: true
 web: a=2
@@ -173,7 +176,8 @@ exited on signal
             ngx.log(ngx.INFO, "20 000 backends: ", #doc, " bytes")
             ngx.say("size between 12 and 21 MiB: ", #doc > 12 * 1024 * 1024 and #doc < 21 * 1024 * 1024)
             ngx.say("post: ", T.post_raw(doc))
-            ngx.sleep(0.6)
+            ngx.say("every worker serves it: ",
+                    T.await_served({ "ns-0-svc-80", "ns-9999-svc-80", "ns-19999-svc-80" }, 2))
             for _, i in ipairs({ 0, 9999, 19999 }) do
                 -- both endpoints serve (which one answers depends on the worker)
                 local counts = T.count(4, "ns-" .. i .. "-svc-80")
@@ -186,6 +190,7 @@ exited on signal
 --- response_body
 size between 12 and 21 MiB: true
 post: 201 []
+every worker serves it: true
 ns-0: served
 ns-9999: served
 ns-19999: served

@@ -197,3 +197,59 @@ workers returning it: 2
 --- no_error_log
 [error]
 [alert]
+
+
+
+=== TEST 5: a large change: the worker that took the POST serves it at once, the other compiles it off its event loop, serving the configuration in force meanwhile
+--- config
+    location = /t {
+        content_by_lua_block {
+            ngx.say("post a: ", post("a"))
+            ngx.say("after a: ", probe(20))
+            -- svc on b, and 3000 more backends: far over the inline budget (64 KiB)
+            local parts = { '{"name":"svc","endpoints":[{"address":"127.0.0.1","port":"'
+                            .. ports.b .. '"}]}' }
+            for i = 1, 3000 do
+                parts[#parts + 1] = string.format('{"name":"svc-%d","endpoints":[{"address":'
+                    .. '"10.0.%d.%d","port":"8080"}],"service":{"metadata":{"name":"svc-%d"}}}',
+                    i, i % 250, i % 200 + 1, i)
+            end
+            local res = ngx.location.capture("/configuration/backends",
+                { method = ngx.HTTP_POST, body = "[" .. table.concat(parts, ",") .. "]" })
+            ngx.say("post large: ", res.status)
+            -- this worker took the POST (a subrequest) and applied it; the other one
+            -- finds it in the zone at its first request, starts compiling it and
+            -- answers that request with the configuration in force
+            local first, firsts, n = {}, {}, 0
+            for _ = 1, 400 do
+                local r = ngx.location.capture("/front")
+                local pid = r.header["X-Worker"]
+                if pid and not first[pid] then
+                    first[pid] = true
+                    n = n + 1
+                    firsts[n] = r.status .. ":" .. r.body:gsub("\n", "")
+                end
+                if n == 2 then break end
+            end
+            table.sort(firsts)
+            ngx.say("first answer of each worker: ", table.concat(firsts, " "))
+            local result
+            for _ = 1, 100 do
+                result = probe(20)
+                if result == "200:b=20 workers=2" then break end
+                ngx.sleep(0.05)
+            end
+            ngx.say("then: ", result)
+        }
+    }
+--- request
+GET /t
+--- response_body
+post a: 201
+after a: 200:a=20 workers=2
+post large: 201
+first answer of each worker: 200:a 200:b
+then: 200:b=20 workers=2
+--- no_error_log
+[error]
+[alert]

@@ -393,7 +393,7 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
             // Checked above; kept for completeness. The local core already applied the
             // document: restore the zone's one so this worker agrees with the others.
             crate::shared::force_resync(kind);
-            zone.sync(log);
+            zone.sync_now(log);
             // SAFETY: r is valid, header not sent.
             return unsafe { too_large(r, kind, size, cap) };
         }

@@ -44,6 +44,7 @@ mod reqdata;
 mod route;
 mod shared;
 mod state;
+mod sync_timer;
 mod util;
 
 use core::ffi::c_void;
@@ -247,11 +248,12 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         };
         if let Some(zone) = mcf.zone() {
             let _ = core();
-            zone.sync(log);
+            zone.sync_now(log);
+            sync_timer::start(zone, log);
         }
         // The certificates too: parsed here once, not during the first handshake.
         if let Some(zone) = mcf.servers_zone() {
-            zone.sync(log);
+            zone.sync_now(log);
         }
         // SAFETY: the ewma zone pointer is null or the zone added for this cycle.
         unsafe { ewma::init_process(mcf.ewma_shm_zone, log) };

@@ -933,6 +933,40 @@ end
 
 -- `n` requests for backend `name`: "<body>=<count> ..." and the number of distinct
 -- endpoints (X-Upstream-Addr) that answered
+-- After a large POST: wait until every backend in `names` answers 200 to at
+-- least 8 requests in a row (new connections) among which `workers` distinct
+-- worker pids answered (the ingress server must listen with reuseport, so that
+-- connections spread over the workers). The other workers compile a large
+-- document off their event loops and serve the configuration in force meanwhile.
+-- False after 30 s.
+function T.await_served(names, workers)
+    local deadline = ngx.now() + 30
+    for _, name in ipairs(names) do
+        local streak, pids, npids = 0, {}, 0
+        while streak < 8 or npids < (workers or 1) do
+            local status, _, hdrs = T.request_raw("GET", "/", nil, { ["X-Backend"] = name })
+            local pid = hdrs and hdrs["x-worker-pid"]
+            if status == 200 then
+                streak = streak + 1
+                if pid and not pids[pid] then
+                    pids[pid] = true
+                    npids = npids + 1
+                end
+            else
+                streak, pids, npids = 0, {}, 0
+            end
+            if streak == 0 then
+                ngx.update_time()
+                if ngx.now() > deadline then
+                    return false
+                end
+                ngx.sleep(0.02)
+            end
+        end
+    end
+    return true
+end
+
 function T.spread(n, name)
     local counts, addrs, distinct = {}, {}, 0
     for _ = 1, n do
