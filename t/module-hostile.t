@@ -294,3 +294,41 @@ exited on signal
 [alert]
 [crit]
 [emerg]
+
+
+
+=== TEST 22: a large document rejected by its compilation (off the event loop): 400 naming the fault, the old configuration serves
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
+            local parts = { T.full_backend(name, { T.ep("b") }) }
+            for i = 1, 3000 do
+                parts[#parts + 1] = T.full_backend("default-svc-" .. i .. "-80", { T.ep("c") })
+            end
+            -- structurally fine; the address is found bad only when decoded
+            parts[2000] = T.full_backend("default-svc-bad-80", { T.ep("c", "10.0.0.256") })
+            local result = T.post_raw("[" .. table.concat(parts, ",") .. "]")
+            ngx.say(result:match("^400 %[.*default%-svc%-bad%-80.*10%.0%.0%.256.*%]$")
+                    and "bad: 400 naming backend and address" or ("bad: " .. result))
+            -- valid, then the same again (recognised unchanged)
+            parts[2000] = T.full_backend("default-svc-1999-80", { T.ep("c") })
+            local good = "[" .. table.concat(parts, ",") .. "]"
+            ngx.say("good: ", T.post_raw(good), " again: ", T.post_raw(good))
+            ngx.say("every worker serves it: ",
+                    T.await_served({ name, "default-svc-1-80", "default-svc-3000-80" }, 2))
+            ngx.say("serving: ", T.count(4, name))
+        }
+    }
+--- response_body
+201 []
+bad: 400 naming backend and address
+good: 201 [] again: 201 []
+every worker serves it: true
+serving: b=4
+--- error_log
+rejected backends configuration
+--- no_error_log
+[alert]
+[crit]

@@ -16,6 +16,12 @@
 //!   allowed!".
 //! * other paths → 404 (400 for methods other than GET and POST).
 
+use core::ffi::c_void;
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_http_run_posted_requests, ngx_msec_t, ngx_pool_cleanup_add,
+};
 use ngx::ffi::{
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
     ngx_int_t, ngx_pnalloc, ngx_read_file, ngx_uint_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_CREATED, NGX_HTTP_GET,
@@ -25,7 +31,9 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
-use crate::shared::{Kind, StoreError, Zone};
+use ingress_lb::{Collected, Progress};
+
+use crate::shared::{Kind, StoreError, Zone, INLINE_APPLY_BYTES};
 use crate::util::{guard, request_log, send_response};
 use crate::Module;
 
@@ -359,9 +367,17 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     zone.sync(log);
 
     let applied = match kind {
-        Kind::Backends => crate::core().apply_backends(&body).map(|report| {
-            format!("{} backends, {} rebuilt, {} reused", report.backends, report.rebuilt, report.reused)
-        }),
+        Kind::Backends => match crate::core().apply_backends_or_start(&body, INLINE_APPLY_BYTES) {
+            Ok(Progress::Applied(report)) => Ok(backends_report(&report)),
+            // A large change: compiled on another thread while this worker serves on;
+            // the request is answered when it is done.
+            // SAFETY: r is valid, its body read; nothing was sent yet.
+            Ok(Progress::Started) => return unsafe { wait_for_compilation(r, zone, body) },
+            // This worker is compiling a document it found in the zone: this one is
+            // newer, applied here (the other is dropped when done).
+            Ok(Progress::Busy) => crate::core().apply_backends(&body).map(|r| backends_report(&r)),
+            Err(e) => Err(e),
+        },
         Kind::Servers => crate::core().apply_servers(&body).map(|report| {
             format!(
                 "{} hostnames, {} certificates, {} parsed, {} reused{}",
@@ -373,6 +389,28 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
             )
         }),
     };
+    // SAFETY: r is valid, header not sent.
+    unsafe { finish(r, zone, kind, &body, applied) }
+}
+
+fn backends_report(report: &ingress_lb::ApplyReport) -> String {
+    format!("{} backends, {} rebuilt, {} reused", report.backends, report.rebuilt, report.reused)
+}
+
+/// The end of a POST once the core has answered: the error response, or the
+/// document stored in the zone (and on disk) and 201.
+///
+/// # Safety
+/// `r` valid, its header not sent.
+unsafe fn finish(
+    r: *mut ngx_http_request_t,
+    zone: Zone,
+    kind: Kind,
+    body: &[u8],
+    applied: Result<String, ingress_lb::ConfigError>,
+) -> ngx_int_t {
+    // SAFETY: r is valid.
+    let log = unsafe { request_log(r) };
     let report = match applied {
         Ok(report) => report,
         Err(err) => {
@@ -387,7 +425,7 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     };
 
-    let generation = match zone.store(&body) {
+    let generation = match zone.store(body) {
         Ok(g) => g,
         Err(StoreError::TooLarge { size, cap }) => {
             // Checked above; kept for completeness. The local core already applied the
@@ -422,4 +460,116 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     );
     // SAFETY: r is valid, header not sent.
     unsafe { send_response(r, NGX_HTTP_CREATED as ngx_uint_t, "", b"") }
+}
+
+/// Milliseconds between two looks at a compilation a POST waits for.
+const POLL_MS: ngx_msec_t = 1;
+
+/// A POST waiting for its document to compile (in the request pool's cleanup, so it
+/// is freed, and its timer removed, whatever ends the request).
+struct Waiting {
+    event: ngx_event_t,
+    r: *mut ngx_http_request_t,
+    zone: Zone,
+    body: Vec<u8>,
+    /// Times the compilation was found overtaken by another configuration and started
+    /// again (bounded: a POST is answered).
+    restarts: u32,
+}
+
+/// Keep `r` open and answer it when the core's compilation of `body` is done.
+///
+/// # Safety
+/// `r` valid (inside its body handler), header not sent.
+unsafe fn wait_for_compilation(r: *mut ngx_http_request_t, zone: Zone, body: Vec<u8>) -> ngx_int_t {
+    // SAFETY: r is valid; its pool lives until the request is freed.
+    let cln = unsafe { ngx_pool_cleanup_add((*r).pool, 0) };
+    if cln.is_null() {
+        // No way to wait safely: build here.
+        let applied = crate::core().apply_backends(&body).map(|rep| backends_report(&rep));
+        // SAFETY: as the caller's.
+        return unsafe { finish(r, zone, Kind::Backends, &body, applied) };
+    }
+    // SAFETY: an all-zero ngx_event_t is what nginx starts from (ngx_pcalloc).
+    let mut event: ngx_event_t = unsafe { core::mem::zeroed() };
+    event.handler = Some(on_poll);
+    // SAFETY: r and its connection are valid.
+    event.log = unsafe { (*(*r).connection).log };
+    let waiting = Box::into_raw(Box::new(Waiting { event, r, zone, body, restarts: 0 }));
+    // SAFETY: waiting is a live Box; cln was just added to r's pool.
+    unsafe {
+        (*waiting).event.data = waiting.cast();
+        (*cln).handler = Some(drop_waiting);
+        (*cln).data = waiting.cast();
+        // The body handler's ngx_http_finalize_request(r, NGX_DONE) releases the
+        // reference the body reading took; this one is released in on_poll.
+        let main = (*r).main;
+        (*main).set_count((*main).count() + 1);
+        ngx_add_timer(ptr::addr_of_mut!((*waiting).event), POLL_MS);
+    }
+    ngx::ffi::NGX_DONE as ngx_int_t
+}
+
+/// Pool cleanup: the timer (if still armed) and the waiting state.
+extern "C" fn drop_waiting(data: *mut c_void) {
+    let waiting = data.cast::<Waiting>();
+    // SAFETY: data is the Box leaked in wait_for_compilation, freed only here, once.
+    unsafe {
+        if (*waiting).event.timer_set() != 0 {
+            ngx_del_timer(ptr::addr_of_mut!((*waiting).event));
+        }
+        drop(Box::from_raw(waiting));
+    }
+}
+
+extern "C" fn on_poll(ev: *mut ngx_event_t) {
+    // SAFETY: the event is the one armed in wait_for_compilation; data is its Waiting,
+    // alive until the request's pool is destroyed, which needs the reference we hold.
+    let waiting = unsafe { &mut *(*ev).data.cast::<Waiting>() };
+    let r = waiting.r;
+    // SAFETY: r is alive (we hold a reference on it).
+    let log = unsafe { request_log(r) };
+    // None: still compiling (send_response may itself return NGX_AGAIN, so that code
+    // cannot say it).
+    let rc = guard(log, "configuration compilation", Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t), || {
+        let core = crate::core();
+        let applied = match core.collect_backends() {
+            Collected::Running => None,
+            Collected::Applied(report) => Some(Ok(backends_report(&report))),
+            Collected::Rejected(e) => Some(Err(e)),
+            // Another configuration was applied meanwhile (this worker found a newer
+            // one in the zone): this document is valid and the latest POST, so it is
+            // compiled again on top of it.
+            Collected::Superseded | Collected::Idle if waiting.restarts < 8 => {
+                waiting.restarts += 1;
+                match core.apply_backends_or_start(&waiting.body, INLINE_APPLY_BYTES) {
+                    Ok(Progress::Started) => None,
+                    Ok(Progress::Applied(report)) => Some(Ok(backends_report(&report))),
+                    Ok(Progress::Busy) => Some(core.apply_backends(&waiting.body).map(|rep| backends_report(&rep))),
+                    Err(e) => Some(Err(e)),
+                }
+            }
+            Collected::Superseded | Collected::Idle => {
+                Some(core.apply_backends(&waiting.body).map(|rep| backends_report(&rep)))
+            }
+        };
+        match applied {
+            None => {
+                // SAFETY: ev is the armed event of a live request.
+                unsafe { ngx_add_timer(ev, POLL_MS) };
+                None
+            }
+            // SAFETY: r is alive, its header not sent.
+            Some(applied) => Some(unsafe { finish(r, waiting.zone, Kind::Backends, &waiting.body, applied) }),
+        }
+    });
+    let Some(rc) = rc else { return };
+    // SAFETY: r is alive; this releases the reference taken in wait_for_compilation.
+    // A subrequest's parent is resumed by running the connection's posted requests,
+    // as nginx's own event handlers do.
+    unsafe {
+        let c = (*r).connection;
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(c);
+    }
 }
