@@ -58,10 +58,72 @@ fn spawn_quiet<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std
     // SAFETY: valid pointers to sigset_t values owned by this frame.
     let blocked =
         unsafe { libc::sigfillset(&mut all) == 0 && libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved) == 0 };
-    let spawned = std::thread::Builder::new().name("ilb-apply".into()).spawn(f);
+    let spawned = std::thread::Builder::new().name("ilb-apply".into()).spawn(move || {
+        yield_to_the_event_loop();
+        f()
+    });
     if blocked {
         // SAFETY: restores the mask saved above on the same thread.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
     }
     spawned
+}
+
+/// Make this (helper) thread give way to the event loop it works for: a lower
+/// scheduling priority (nice 10: when the event loop's thread wakes up on the same
+/// CPU it runs at once, and the helper still gets about a tenth of a saturated CPU,
+/// so it finishes), and any CPU of the machine rather than the one nginx's
+/// `worker_cpu_affinity` pinned the worker to. Best effort: failures are ignored.
+#[cfg(target_os = "linux")]
+fn yield_to_the_event_loop() {
+    // SAFETY: plain system calls on the calling thread (tid from SYS_gettid); the
+    // cpu_set_t is initialised by CPU_ZERO before use and outlives the call.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        let cpus = libc::sysconf(libc::_SC_NPROCESSORS_CONF).clamp(1, libc::CPU_SETSIZE as libc::c_long) as usize;
+        for cpu in 0..cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn yield_to_the_event_loop() {}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn helper_threads_block_signals_and_run_at_a_lower_priority() {
+        let (nice, blocked) = super::spawn_quiet(|| {
+            // SAFETY: plain queries about the calling thread into owned values.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                *libc::__errno_location() = 0;
+                let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+                let mut mask: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
+                let blocked = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGCHLD, libc::SIGUSR1]
+                    .iter()
+                    .all(|&sig| libc::sigismember(&mask, sig) == 1);
+                (nice, blocked)
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert_eq!(nice, 10);
+        assert!(blocked);
+        // The caller's own mask is as it was.
+        // SAFETY: as above, for this thread.
+        let term_blocked = unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
+            libc::sigismember(&mask, libc::SIGTERM) == 1
+        };
+        assert!(!term_blocked);
+    }
 }

@@ -112,24 +112,34 @@ fn a_build_overtaken_by_a_newer_configuration_is_dropped() {
 
 #[test]
 fn picks_go_on_from_other_threads_while_a_build_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let core = Core::new();
     core.apply_backends(&doc(3, 2, 1)).unwrap();
+    let collected = AtomicBool::new(false);
     std::thread::scope(|s| {
         let picker = s.spawn(|| {
-            let mut seen_new = false;
-            for _ in 0..2_000_000 {
+            let mut old = 0u64;
+            // Until the build is collected, then once more: every pick answers, from
+            // the old configuration or the new one.
+            loop {
+                let last = collected.load(Ordering::Acquire);
                 let ep = pick(&core, "b0").unwrap();
-                assert!(ep.starts_with("10.1.") || ep.starts_with("10.6."), "{ep}");
-                if ep.starts_with("10.6.") {
-                    seen_new = true;
-                    break;
+                match &ep[..6] {
+                    "10.1.0" => old += 1,
+                    "10.6.0" => {}
+                    _ => panic!("{ep}"),
+                }
+                if last {
+                    return (old, ep.starts_with("10.6."));
                 }
             }
-            seen_new
         });
         assert_eq!(core.apply_backends_or_start(&doc(3000, 10, 6), 0), Ok(Progress::Started));
         assert!(matches!(wait(&core), Collected::Applied(_)));
-        assert!(picker.join().unwrap(), "the new configuration was never seen");
+        collected.store(true, Ordering::Release);
+        let (old, last_is_new) = picker.join().unwrap();
+        assert!(old > 0, "no pick was answered while the build ran");
+        assert!(last_is_new, "the new configuration is in force once collected");
     });
 }
 
