@@ -286,17 +286,17 @@ local alternative_name_declared
 -- rewrite(), or in balance() when rewrite() is not wired) and kept in ngx.ctx, so
 -- every retry goes to the same backend. Like stock, the chosen alternative's name
 -- is put in $proxy_alternative_upstream_name when the location declares it.
-local function request_backend(ctx)
-  local name = ctx[BACKEND_KEY]
-  if name then
-    return name
+local function request_backend(ctx, name, d)
+  local chosen = ctx[BACKEND_KEY]
+  if chosen then
+    return chosen
   end
 
-  name = ngx_var.proxy_upstream_name
+  name = name or ngx_var.proxy_upstream_name
   if not name then
     return nil
   end
-  local d = core_backend(name)
+  d = d or core_backend(name)
   if d.alternatives then
     local alternative, rc = core_route(d, ngx_var.http_cookie, ngx_var)
     if alternative then
@@ -319,11 +319,16 @@ end
 function _M.rewrite()
   -- like stock (and the module's ingress_lb_route): the backend the ingress names
   -- must serve, whatever canary the request may then go to
-  if not core_backend(ngx_var.proxy_upstream_name).serves then
+  local name = ngx_var.proxy_upstream_name
+  local d = core_backend(name)
+  if not d.serves then
     ngx.status = ngx.HTTP_SERVICE_UNAVAILABLE
     return ngx.exit(ngx.status)
   end
-  request_backend(ngx.ctx)
+  -- without canaries, balance() reads $proxy_upstream_name itself: nothing to keep
+  if d.alternatives then
+    request_backend(ngx.ctx, name, d)
+  end
 end
 
 
