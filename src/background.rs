@@ -36,12 +36,29 @@ impl Build {
 }
 
 /// Drop `value` on a thread of its own (here if none can be started), so that the
-/// caller does not spend the time to free it.
+/// caller does not spend the time to free it, then hand the freed memory back to the
+/// system.
 pub(crate) fn drop_elsewhere<T: Send + 'static>(value: T) {
     let slot = Arc::new(parking_lot::Mutex::new(Some(value)));
     let taken = Arc::clone(&slot);
-    if spawn_quiet(move || drop(taken.lock().take())).is_err() {
+    let spawned = spawn_quiet(move || {
+        drop(taken.lock().take());
+        release_free_memory();
+    });
+    if spawned.is_err() {
         drop(slot.lock().take());
+    }
+}
+
+/// glibc keeps what a program frees for its next allocations, in the arena of the
+/// thread that allocated it (a compilation thread's, here), so a worker that once
+/// held 20 000 backends would keep their memory after a smaller configuration
+/// replaced them. `malloc_trim` gives the free pages of every arena back.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds as free.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Core {
     build: Mutex<Option<background::Build>>,
 }
 
+/// Freeing a backend costs about a sixth of building it (10 ms for 3000): a
+/// configuration replacing at least this many is freed on another thread.
+const FREE_ELSEWHERE_BACKENDS: usize = 256;
+
 /// What [`Core::apply_backends_or_start`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -186,11 +190,7 @@ impl Core {
             Ok(Err(e)) => Collected::Rejected(e),
             Ok(Ok(_)) if !Arc::ptr_eq(&self.current.load(), &build.base) => Collected::Superseded,
             Ok(Ok((next, report))) => {
-                balancer::ewma::attach(&next.backends, &self.stats);
-                let old = self.current.swap(Arc::new(next));
-                // Freeing a large configuration costs about as much as a sixth of
-                // building it (10 ms for 3000 backends): on the build's side too.
-                background::drop_elsewhere(old);
+                self.publish(next);
                 Collected::Applied(report)
             }
         }
@@ -199,7 +199,12 @@ impl Core {
     /// Make `next` the configuration in force (the caller holds `apply_lock`).
     fn publish(&self, next: Snapshot) {
         balancer::ewma::attach(&next.backends, &self.stats);
-        self.current.store(Arc::new(next));
+        let old = self.current.swap(Arc::new(next));
+        // Many backends to free (a configuration that replaced most of a large one):
+        // on another thread, which also hands the memory back to the system.
+        if old.backends.iter().filter(|b| Arc::strong_count(b) == 1).count() >= FREE_ELSEWHERE_BACKENDS {
+            background::drop_elsewhere(old);
+        }
     }
 
     /// The checks of [`Core::apply_backends`] without publishing anything.
