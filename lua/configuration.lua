@@ -410,6 +410,16 @@ local function handle_backends()
     ngx.log(ngx.WARN, "backends configuration: ", warnings)
   end
 
+  -- the document stored already (a controller reposting what is in force): the
+  -- same string (LuaJIT interns strings, so this is one hash and one memcmp);
+  -- nothing to store, so no worker reads it again. The timestamp moves, as stock's.
+  if configuration_data:get("backends") == backends then
+    ngx.update_time()
+    configuration_data:set("raw_backends_last_synced_at", ngx.time())
+    ngx.status = ngx.HTTP_CREATED
+    return
+  end
+
   local success, err = configuration_data:set("backends", backends)
   if not success then
     ngx.log(ngx.ERR, "dynamic-configuration: error updating configuration: " .. tostring(err))

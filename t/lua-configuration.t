@@ -509,3 +509,29 @@ backends document must be a string, got number
 --- no_error_log
 [error]
 [alert]
+
+
+
+=== TEST 17: reposting the stored document: 201, nothing stored again (the counter stays), the timestamp moves
+--- config
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            local doc = T.doc(T.full_backend(name, { T.ep("a") }))
+            ngx.say(T.post_raw(doc))
+            ngx.shared.configuration_data:set("raw_backends_last_synced_at", 1)
+            ngx.say(T.post_raw(doc), " counter: ", configuration.get_backends_generation(),
+                    " timestamp moved: ", configuration.get_raw_backends_last_synced_at() > 1)
+            ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("b") }))),
+                    " counter: ", configuration.get_backends_generation())
+            ngx.say("serving: ", T.count(2, name))
+        }
+    }
+--- response_body
+201 []
+201 [] counter: 1 timestamp moved: true
+201 [] counter: 2
+serving: b=2
+--- no_error_log
+[error]
+[alert]

@@ -425,6 +425,14 @@ unsafe fn finish(
         }
     };
 
+    // The document the zone holds already (a controller reposting what is in force):
+    // nothing to store, so no worker copies or compares it again.
+    if zone.with_document(|doc| doc == Some(body)) {
+        ngx::ngx_log_debug!(log, "ingress_lb: {} configuration unchanged ({} bytes)", kind.what(), body.len());
+        // SAFETY: r is valid, header not sent.
+        return unsafe { send_response(r, NGX_HTTP_CREATED as ngx_uint_t, "", b"") };
+    }
+
     let generation = match zone.store(body) {
         Ok(g) => g,
         Err(StoreError::TooLarge { size, cap }) => {
