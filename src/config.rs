@@ -274,14 +274,24 @@ pub(crate) fn split_document(json: &[u8]) -> Result<Vec<Span>, ConfigError> {
 
 /// The checks of the whole text that come before any scan: size, UTF-8, not empty.
 pub(crate) fn check_text(json: &[u8]) -> Result<&str, ConfigError> {
+    check_size(json)?;
+    let text = std::str::from_utf8(json).map_err(|e| ConfigError::Utf8 { offset: e.valid_up_to() })?;
+    check_not_blank(text)?;
+    Ok(text)
+}
+
+pub(crate) fn check_size(json: &[u8]) -> Result<(), ConfigError> {
     if json.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge { size: json.len(), limit: MAX_CONFIG_BYTES });
     }
-    let text = std::str::from_utf8(json).map_err(|e| ConfigError::Utf8 { offset: e.valid_up_to() })?;
+    Ok(())
+}
+
+pub(crate) fn check_not_blank(text: &str) -> Result<(), ConfigError> {
     if text.trim().is_empty() {
         return Err(ConfigError::Empty);
     }
-    Ok(text)
+    Ok(())
 }
 
 /// Only whitespace after the array's `]` at `end`.

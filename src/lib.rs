@@ -39,7 +39,7 @@ pub use request::{BackendInfo, Picked, Request, SetCookie};
 pub use snapshot::ApplyReport;
 pub use stats::{SharedStats, StatsCounters, StatsError};
 
-use snapshot::Snapshot;
+use snapshot::{Compiled, Snapshot};
 
 /// The balancer core of one process. `Send + Sync`: picks may run on any thread
 /// while another applies a configuration.
@@ -114,15 +114,11 @@ impl Core {
     /// decoding; backends whose JSON text did not change are reused as they are (their
     /// balancing state included). On error nothing changes.
     pub fn apply_backends(&self, json: &[u8]) -> Result<ApplyReport, ConfigError> {
-        let _guard = self.apply_lock.lock();
-        let prev = self.current.load_full();
-        if prev.is_same_document(json) {
-            let n = prev.backends.len();
-            return Ok(ApplyReport { backends: n, reused: n, unchanged: true, ..ApplyReport::default() });
+        match self.apply_backends_or_start_locked(json, usize::MAX, None)? {
+            Progress::Applied(report) => Ok(report),
+            // No budget: never deferred.
+            Progress::Started | Progress::Busy => unreachable!("apply without a budget was deferred"),
         }
-        let (next, report) = Snapshot::compile(json, &prev)?;
-        self.publish(next);
-        Ok(report)
     }
 
     /// [`Core::apply_backends`] on this thread if the backends that changed (those to
@@ -142,31 +138,40 @@ impl Core {
         if build.is_some() {
             return Ok(Progress::Busy);
         }
+        self.apply_backends_or_start_locked(json, inline_bytes, Some(&mut build))
+    }
+
+    /// Both appliers: `build` is the compilation slot (held by the caller), `None`
+    /// for an apply that never defers.
+    fn apply_backends_or_start_locked(
+        &self,
+        json: &[u8],
+        inline_bytes: usize,
+        build: Option<&mut Option<background::Build>>,
+    ) -> Result<Progress, ConfigError> {
         let _guard = self.apply_lock.lock();
         let prev = self.current.load_full();
-        if prev.is_same_document(json) {
-            let n = prev.backends.len();
-            return Ok(Progress::Applied(ApplyReport {
-                backends: n,
-                reused: n,
-                unchanged: true,
-                ..Default::default()
-            }));
-        }
-        match Snapshot::compile_within(json, &prev, inline_bytes)? {
-            Some((next, report)) => {
-                self.publish(next);
+        let budget = if build.is_some() { inline_bytes } else { usize::MAX };
+        match Snapshot::compile_within(json, &prev, budget)? {
+            Compiled::Same => {
+                let n = prev.backends.len();
+                Ok(Progress::Applied(ApplyReport { backends: n, reused: n, unchanged: true, ..Default::default() }))
+            }
+            Compiled::Built(next, report) => {
+                self.publish(next, &report);
                 Ok(Progress::Applied(report))
             }
-            None => match background::Build::start(json.to_vec(), prev) {
+            Compiled::Deferred => match background::Build::start(json.to_vec(), prev) {
                 Ok(started) => {
-                    *build = Some(started);
+                    if let Some(slot) = build {
+                        *slot = Some(started);
+                    }
                     Ok(Progress::Started)
                 }
                 // No thread to be had: build here, as apply_backends does.
                 Err(json) => {
                     let (next, report) = Snapshot::compile(&json, &self.current.load_full())?;
-                    self.publish(next);
+                    self.publish(next, &report);
                     Ok(Progress::Applied(report))
                 }
             },
@@ -190,19 +195,20 @@ impl Core {
             Ok(Err(e)) => Collected::Rejected(e),
             Ok(Ok(_)) if !Arc::ptr_eq(&self.current.load(), &build.base) => Collected::Superseded,
             Ok(Ok((next, report))) => {
-                self.publish(next);
+                self.publish(next, &report);
                 Collected::Applied(report)
             }
         }
     }
 
-    /// Make `next` the configuration in force (the caller holds `apply_lock`).
-    fn publish(&self, next: Snapshot) {
+    /// Make `next` (compiled as `report` says) the configuration in force (the caller
+    /// holds `apply_lock`).
+    fn publish(&self, next: Snapshot, report: &ApplyReport) {
         balancer::ewma::attach(&next.backends, &self.stats);
         let old = self.current.swap(Arc::new(next));
         // Many backends to free (a configuration that replaced most of a large one):
         // on another thread, which also hands the memory back to the system.
-        if old.backends.iter().filter(|b| Arc::strong_count(b) == 1).count() >= FREE_ELSEWHERE_BACKENDS {
+        if old.backends.len().saturating_sub(report.reused) >= FREE_ELSEWHERE_BACKENDS {
             background::drop_elsewhere(old);
         }
     }
@@ -210,10 +216,7 @@ impl Core {
     /// The checks of [`Core::apply_backends`] without publishing anything.
     pub fn validate_backends(&self, json: &[u8]) -> Result<(), ConfigError> {
         let prev = self.current.load_full();
-        if prev.is_same_document(json) {
-            return Ok(());
-        }
-        Snapshot::compile(json, &prev).map(|_| ())
+        Snapshot::compile_within(json, &prev, usize::MAX).map(|_| ())
     }
 
     /// The document in force, exactly as it was applied.

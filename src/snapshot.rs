@@ -84,9 +84,68 @@ pub(crate) struct Snapshot {
     pub(crate) backends: Vec<Arc<Backend>>,
     /// Canary plans of the backends that have alternatives, by backend index.
     plans: Vec<Option<Box<Plan>>>,
-    by_name: NameIndex,
+    /// Shared with the next snapshot when it has the same names at the same places.
+    by_name: Arc<NameIndex>,
     /// Backends by the hash of their JSON text, to find unchanged ones in O(1).
     by_raw_hash: HashMap<u64, u32, ahash::RandomState>,
+}
+
+/// What [`Snapshot::compile_within`] found.
+#[derive(Debug)]
+pub(crate) enum Compiled {
+    /// The document in force, byte for byte: nothing to do.
+    Same,
+    /// Over the budget: compile it elsewhere.
+    Deferred,
+    Built(Snapshot, ApplyReport),
+}
+
+/// The bytes a new document shares with the one in force: `prefix` at the start,
+/// `suffix` at the end (not overlapping the prefix in either document).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Overlap {
+    prefix: usize,
+    suffix: usize,
+}
+
+impl Overlap {
+    fn of(old: &[u8], json: &[u8]) -> Overlap {
+        let prefix = common_prefix(old, json);
+        let suffix = common_suffix(old, json).min(old.len().min(json.len()) - prefix);
+        Overlap { prefix, suffix }
+    }
+
+    /// [`config::check_text`] of `json`, knowing that `old` (a document accepted
+    /// before, so valid UTF-8) shares these bytes with it: only the part in between,
+    /// widened to character boundaries of both documents, is checked for UTF-8.
+    fn check_text<'a>(self, old: &[u8], json: &'a [u8]) -> Result<&'a str, ConfigError> {
+        let continuation = |b: Option<&u8>| b.is_some_and(|&b| b & 0xC0 == 0x80);
+        // json[..a] is old[..a], cut where neither document is inside a character.
+        let mut a = self.prefix;
+        while a > 0 && (continuation(json.get(a)) || continuation(old.get(a))) {
+            a -= 1;
+        }
+        // json[b..] is the end of old from one of its character starts.
+        let mut b = json.len() - self.suffix;
+        while b < json.len() && continuation(json.get(b)) {
+            b += 1;
+        }
+        if a == 0 && b == json.len() {
+            return config::check_text(json);
+        }
+        config::check_size(json)?;
+        if let Err(e) = std::str::from_utf8(&json[a..b]) {
+            return Err(ConfigError::Utf8 { offset: a + e.valid_up_to() });
+        }
+        // SAFETY: json[..a] equals old[..a] and json[b..] equals old's last
+        // json.len() - b bytes; old is valid UTF-8 and both cuts are at character
+        // starts of old (a: checked in both documents; b: json[b] is old's byte there
+        // and not a continuation byte), so both parts are valid UTF-8, and so is
+        // json[a..b] (checked above): their concatenation is valid UTF-8.
+        let text = unsafe { std::str::from_utf8_unchecked(json) };
+        config::check_not_blank(text)?;
+        Ok(text)
+    }
 }
 
 /// What compiling a document did.
@@ -153,39 +212,48 @@ impl Snapshot {
     /// Compile `json` into a new snapshot, reusing backends of `prev` whose text did
     /// not change. Nothing is published here.
     pub(crate) fn compile(json: &[u8], prev: &Snapshot) -> Result<(Snapshot, ApplyReport), ConfigError> {
-        Ok(Self::compile_within(json, prev, usize::MAX)?.expect("no budget"))
+        let overlap = Overlap::of(prev.doc.as_deref().unwrap_or_default(), json);
+        Self::build(json, prev, overlap)
     }
 
-    /// [`Snapshot::compile`], unless more than `budget` bytes of `json` may have to
-    /// be decoded and built anew: then `Ok(None)`, having spent two `memcmp`s.
-    /// Building costs about 30 ns per byte of changed backends.
+    /// [`Snapshot::compile`], unless `json` is `prev`'s document ([`Compiled::Same`])
+    /// or more than `budget` bytes of it may have to be decoded and built anew
+    /// ([`Compiled::Deferred`]): both found with one pass over the bytes `json`
+    /// shares with `prev`'s document. Building costs about 30 ns per byte of changed
+    /// backends.
     ///
     /// What lies between the bytes `json` shares with `prev`'s document at the start
     /// and at the end bounds what changed. The bound is loose only when backends
     /// moved (reordered, one inserted near the start of a large document and another
-    /// removed near its end): those documents are answered `None` too, rather than
-    /// spend a structural scan of the whole document to find out.
-    pub(crate) fn compile_within(
-        json: &[u8],
-        prev: &Snapshot,
-        budget: usize,
-    ) -> Result<Option<(Snapshot, ApplyReport)>, ConfigError> {
+    /// removed near its end): those documents are deferred too, rather than spend a
+    /// structural scan of the whole document to find out.
+    pub(crate) fn compile_within(json: &[u8], prev: &Snapshot, budget: usize) -> Result<Compiled, ConfigError> {
         let old = prev.doc.as_deref().unwrap_or_default();
-        let prefix = common_prefix(old, json);
-        let suffix = common_suffix(old, json).min(old.len().min(json.len()) - prefix);
-        if json.len() - prefix - suffix > budget {
-            return Ok(None);
+        let overlap = Overlap::of(old, json);
+        if prev.doc.is_some() && overlap.prefix == json.len() && old.len() == json.len() {
+            return Ok(Compiled::Same);
         }
-        let text = config::check_text(json)?;
-        let (spans, known) = match prev.split_against(json) {
+        if json.len() - overlap.prefix - overlap.suffix > budget {
+            return Ok(Compiled::Deferred);
+        }
+        let (next, report) = Self::build(json, prev, overlap)?;
+        Ok(Compiled::Built(next, report))
+    }
+
+    fn build(json: &[u8], prev: &Snapshot, overlap: Overlap) -> Result<(Snapshot, ApplyReport), ConfigError> {
+        let old = prev.doc.as_deref().unwrap_or_default();
+        let text = overlap.check_text(old, json)?;
+        let (spans, known) = match prev.split_against(json, overlap) {
             Some(split) => split?,
             None => (config::split_document(json)?, Vec::new()),
         };
         let mut report = ApplyReport { backends: spans.len(), ..ApplyReport::default() };
         let mut backends = Vec::with_capacity(spans.len());
-        let mut by_name = NameIndex::with_capacity(spans.len());
         let mut by_raw_hash: HashMap<u64, u32, ahash::RandomState> =
             HashMap::with_capacity_and_hasher(spans.len(), ahash::RandomState::new());
+        // Whether every backend has the name `prev` has at its position: then
+        // `prev`'s name index serves as it is (no duplicates, same positions).
+        let mut names_as_before = spans.len() == prev.backends.len();
         for (position, &(start, end)) in spans.iter().enumerate() {
             let raw = &text[start..end];
             let same = match known.get(position).copied().flatten() {
@@ -204,13 +272,25 @@ impl Snapshot {
                     Arc::new(Backend::build(spec, raw, position)?)
                 }
             };
-            if !by_name.insert(backend.spec.name.as_bytes(), backends.len() as u32) {
-                return Err(ConfigError::DuplicateBackend(backend.spec.name.clone()));
-            }
+            names_as_before = names_as_before && {
+                let before = &prev.backends[position];
+                Arc::ptr_eq(before, &backend) || before.spec.name == backend.spec.name
+            };
             by_raw_hash.insert(backend.raw_hash, backends.len() as u32);
             report.warnings.extend(backend.warnings.iter().cloned());
             backends.push(backend);
         }
+        let by_name = if names_as_before {
+            Arc::clone(&prev.by_name)
+        } else {
+            let mut by_name = NameIndex::with_capacity(backends.len());
+            for (i, backend) in backends.iter().enumerate() {
+                if !by_name.insert(backend.spec.name.as_bytes(), i as u32) {
+                    return Err(ConfigError::DuplicateBackend(backend.spec.name.clone()));
+                }
+            }
+            Arc::new(by_name)
+        };
         let plans = canary_plans(&backends, &by_name)?;
         let snapshot = Snapshot {
             generation: prev.generation + 1,
@@ -221,7 +301,7 @@ impl Snapshot {
             by_name,
             by_raw_hash,
         };
-        Ok(Some((snapshot, report)))
+        Ok((snapshot, report))
     }
 
     /// The backend of the previous snapshot with exactly this JSON text, if any.
@@ -244,15 +324,18 @@ impl Snapshot {
     /// first backend of the shared end exactly at an element start, the rest is the
     /// same bytes this document's scan accepted. Anything else falls back.
     #[allow(clippy::type_complexity)]
-    fn split_against(&self, json: &[u8]) -> Option<Result<(Vec<config::Span>, Vec<Option<u32>>), ConfigError>> {
+    fn split_against(
+        &self,
+        json: &[u8],
+        overlap: Overlap,
+    ) -> Option<Result<(Vec<config::Span>, Vec<Option<u32>>), ConfigError>> {
         let old = self.doc.as_deref()?;
         let old_spans = &self.spans;
         let m = old_spans.len();
         if m == 0 {
             return None;
         }
-        let prefix = common_prefix(old, json);
-        let suffix = common_suffix(old, json).min(old.len().min(json.len()) - prefix);
+        let Overlap { prefix, suffix } = overlap;
         // Backends wholly inside the shared start, and from which one on wholly
         // inside the shared end.
         let k = old_spans.partition_point(|&(_, end)| end <= prefix);
@@ -293,15 +376,6 @@ impl Snapshot {
     /// Warnings of every backend in force, in document order.
     pub(crate) fn warnings(&self) -> impl Iterator<Item = &str> {
         self.backends.iter().flat_map(|b| b.warnings.iter().map(String::as_str))
-    }
-
-    /// True when `json` is byte-for-byte the document in force.
-    pub(crate) fn is_same_document(&self, json: &[u8]) -> bool {
-        match &self.doc {
-            // A changed document differs early: comparing is cheaper than hashing.
-            Some(doc) => doc.len() == json.len() && **doc == *json,
-            None => false,
-        }
     }
 }
 
@@ -487,6 +561,71 @@ mod tests {
             if let (Ok(a), Ok(b)) = (&fast, &full) {
                 assert_eq!(a, b, "round {round}: {doc}");
             }
+        }
+    }
+
+    #[test]
+    fn utf8_is_checked_around_the_change_as_a_full_check_would() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let texts = ["é", "日本", "🦀", "a", r"\u00e9"];
+        for round in 0..3000 {
+            let n = rng.gen_range(1..12);
+            let parts: Vec<String> = (0..n)
+                .map(|i| {
+                    let t = texts[rng.gen_range(0..texts.len())].repeat(rng.gen_range(1..4));
+                    format!(r#"{{"name":"svc-{i}-{t}","endpoints":[{{"address":"10.0.0.{}","port":"80"}}]}}"#, i + 1)
+                })
+                .collect();
+            let base = format!("[{}]", parts.join(","));
+            let (prev, _) = Snapshot::compile(base.as_bytes(), &Snapshot::default()).unwrap();
+            let mut doc = base.clone().into_bytes();
+            // Byte edits anywhere, often inside a multi-byte character.
+            let at = rng.gen_range(0..doc.len());
+            match rng.gen_range(0..5) {
+                0 => doc[at] = rng.gen(),
+                1 => doc.insert(at, rng.gen_range(0x80..=0xff)),
+                2 => {
+                    doc.remove(at);
+                }
+                3 => {
+                    let t = texts[rng.gen_range(0..3)].as_bytes();
+                    doc.splice(at..at, t[..rng.gen_range(1..=t.len())].iter().copied());
+                }
+                _ => {
+                    // a whole backend renamed to its neighbour's name (a duplicate)
+                    let text = String::from_utf8(doc.clone()).unwrap().replacen("svc-0-", "svc-1-", 1);
+                    doc = text.into_bytes();
+                }
+            }
+            let fast = outcome(Snapshot::compile(&doc, &prev));
+            let full = outcome(Snapshot::compile(&doc, &Snapshot::default()));
+            let shown = String::from_utf8_lossy(&doc);
+            assert_eq!(fast.is_ok(), full.is_ok(), "round {round}: {shown}\nfast {fast:?}\nfull {full:?}");
+            match (&fast, &full) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "round {round}: {shown}"),
+                (Err(a), Err(b)) if a.contains("UTF-8") || b.contains("UTF-8") => {
+                    assert_eq!(a, b, "round {round}: {shown}")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_document_with_the_same_names_shares_the_name_index() {
+        let parts: Vec<String> = (0..50).map(|i| backend_json(i, 80, "")).collect();
+        let (prev, _) = Snapshot::compile(format!("[{}]", parts.join(",")).as_bytes(), &Snapshot::default()).unwrap();
+        let mut changed = parts.clone();
+        changed[10] = backend_json(10, 81, "");
+        let (next, _) = Snapshot::compile(format!("[{}]", changed.join(",")).as_bytes(), &prev).unwrap();
+        assert!(Arc::ptr_eq(&prev.by_name, &next.by_name));
+        assert_eq!(next.backend(b"ns-svc-10").unwrap().endpoints[0].addr.port(), 81);
+        changed.swap(3, 4);
+        let (moved, _) = Snapshot::compile(format!("[{}]", changed.join(",")).as_bytes(), &next).unwrap();
+        assert!(!Arc::ptr_eq(&next.by_name, &moved.by_name));
+        for i in 0..50 {
+            let name = format!("ns-svc-{i}");
+            assert_eq!(moved.backend(name.as_bytes()).unwrap().spec.name, name);
         }
     }
 
