@@ -90,8 +90,10 @@ pub(crate) struct Snapshot {
     by_raw_hash: HashMap<u64, u32, ahash::RandomState>,
 }
 
-/// What [`Snapshot::compile_within`] found.
+/// What [`Snapshot::compile_within`] found. Returned once per apply and unpacked at
+/// once: not worth boxing the snapshot for.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Compiled {
     /// The document in force, byte for byte: nothing to do.
     Same,
