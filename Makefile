@@ -53,8 +53,10 @@ test-module:
 run: setup build
 	scripts/demo.sh
 
+# The criterion suite and the heap-use tables; criterion options after `--`, e.g.
+# make bench ARGS='-- --warm-up-time 1 --measurement-time 3' (or a filter: ARGS='-- pick/ewma').
 bench:
-	cargo bench --bench pick --bench certs --bench apply
+	cargo bench --bench suite --bench memory $(ARGS)
 
 lint:
 	cargo fmt --all --check
@@ -84,3 +86,11 @@ fuzz:
 # 10 s per target after the build, for CI.
 fuzz-smoke:
 	FUZZ_SECONDS=10 scripts/fuzz.sh
+
+# End-to-end performance against native nginx (benches/e2e/run.py, README "End to end,
+# against native nginx"): the module and the Lua gateway vs nginx's own upstreams, wrk
+# load; about 11 minutes; results in benches/e2e/results/ and the README. QUICK=1: one
+# round of 2 s runs (checks the harness works). E2E_ARGS: e.g. --only throughput.
+.PHONY: bench-e2e
+bench-e2e: build
+	LIB=$(LIB) MODULE=$(MODULE) NGINX=$(NGINX) QUICK=$(QUICK) benches/e2e/run.py $(E2E_ARGS)

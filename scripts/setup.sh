@@ -11,6 +11,8 @@ packages=(
     # the Test::Nginx::Socket suites (real Test::Nginx or the bundled runner) and tools
     perl libtest-base-perl libipc-run-perl libtext-diff-perl liblist-moreutils-perl libwww-perl libio-socket-ssl-perl
     curl wrk openssl
+    # make bench-e2e's chart (benches/e2e/run.py: gnuplot's pngcairo terminal)
+    gnuplot-nox
 )
 
 missing=()
