@@ -303,10 +303,7 @@ exited on signal
         content_by_lua_block {
             local name = "default-web-80"
             ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
-            local parts = { T.full_backend(name, { T.ep("b") }) }
-            for i = 1, 3000 do
-                parts[#parts + 1] = T.full_backend("default-svc-" .. i .. "-80", { T.ep("c") })
-            end
+            local parts = T.many_backends(name, "b", 3000)
             -- structurally fine; the address is found bad only when decoded
             parts[2000] = T.full_backend("default-svc-bad-80", { T.ep("c", "10.0.0.256") })
             local result = T.post_raw("[" .. table.concat(parts, ",") .. "]")

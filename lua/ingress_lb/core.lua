@@ -851,15 +851,20 @@ local function refresh_descriptors(c)
 end
 
 
-local function check_document(fn, json, publishes)
+-- this worker's core for a backends document, or nil, message, rc
+local function core_for_document(json)
     if type(json) ~= "string" then
         return nil, "backends document must be a string, got " .. type(json),
                _M.INVALID_ARGUMENT
     end
+    return get_core()
+end
 
-    local c, err = get_core()
+
+local function check_document(fn, json, publishes)
+    local c, err, err_rc = core_for_document(json)
     if not c then
-        return nil, err
+        return nil, err, err_rc
     end
 
     size_out[0] = 0
@@ -912,13 +917,9 @@ local done_state, done_err
 -- started earlier still runs (nothing done). nil, message, rc when the document is
 -- rejected at once.
 function _M.apply_or_start(json, inline_bytes)
-    if type(json) ~= "string" then
-        return nil, "backends document must be a string, got " .. type(json),
-               _M.INVALID_ARGUMENT
-    end
-    local c, err = get_core()
+    local c, err, err_rc = core_for_document(json)
     if not c then
-        return nil, err
+        return nil, err, err_rc
     end
     if not C_apply_or_start then
         local ok, apply_err, rc = check_document(C_apply, json, true)

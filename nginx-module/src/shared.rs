@@ -333,15 +333,7 @@ impl Zone {
         match crate::core().collect_backends() {
             Collected::Running => return false,
             Collected::Applied(report) => {
-                ngx_log_debug!(
-                    log,
-                    "ingress_lb: applied configuration generation {} from the shared zone \
-                     (compiled off the event loop): {} backends ({} rebuilt, {} reused)",
-                    pending,
-                    report.backends,
-                    report.rebuilt,
-                    report.reused
-                );
+                log_applied(log, pending, &report, " (compiled off the event loop)");
                 self.kind.last_applied().store(pending, Ordering::Relaxed);
             }
             Collected::Rejected(err) => {
@@ -398,32 +390,14 @@ impl Zone {
                 // Only after a collect that found it running with may_defer false,
                 // which does not get here.
                 Ok(Progress::Busy) => return,
-                Ok(Progress::Applied(report)) => {
-                    ngx_log_debug!(
-                        log,
-                        "ingress_lb: applied configuration generation {} from the shared zone: \
-                         {} backends ({} rebuilt, {} reused)",
-                        generation,
-                        report.backends,
-                        report.rebuilt,
-                        report.reused
-                    );
-                }
+                Ok(Progress::Applied(report)) => log_applied(log, generation, &report, ""),
                 Err(err) => self.log_rejected(log, generation, &err),
             }
         } else if generation != 0 {
             let applied = match self.kind {
-                Kind::Backends => crate::core().apply_backends(&doc).map(|report| {
-                    ngx_log_debug!(
-                        log,
-                        "ingress_lb: applied configuration generation {} from the shared zone: \
-                         {} backends ({} rebuilt, {} reused)",
-                        generation,
-                        report.backends,
-                        report.rebuilt,
-                        report.reused
-                    );
-                }),
+                Kind::Backends => {
+                    crate::core().apply_backends(&doc).map(|report| log_applied(log, generation, &report, ""))
+                }
                 // Accepted by the worker that took the POST: the certificates are
                 // parsed at their first handshake here, not all at once.
                 Kind::Servers => crate::core().apply_accepted_servers(&doc).map(|report| {
@@ -492,6 +466,18 @@ impl Zone {
         // SAFETY: under the mutex, data[..len] is the stored document.
         f(Some(unsafe { core::slice::from_raw_parts(s.data, s.len) }))
     }
+}
+
+fn log_applied(log: *mut ngx_log_t, generation: u64, report: &ingress_lb::ApplyReport, how: &str) {
+    ngx_log_debug!(
+        log,
+        "ingress_lb: applied configuration generation {} from the shared zone{}: {} backends ({} rebuilt, {} reused)",
+        generation,
+        how,
+        report.backends,
+        report.rebuilt,
+        report.reused
+    );
 }
 
 /// Make the next [`Zone::sync`] of this process re-apply the document of `kind`.

@@ -933,6 +933,17 @@ end
 
 -- `n` requests for backend `name`: "<body>=<count> ..." and the number of distinct
 -- endpoints (X-Upstream-Addr) that answered
+-- A large backends document as a list of backend texts (T.full_backend): `name`
+-- on endpoint `which`, then n backends "default-svc-<i>-80" on endpoint "c";
+-- about 600 bytes each, so 3000 make 1.8 MB.
+function T.many_backends(name, which, n)
+    local parts = { T.full_backend(name, { T.ep(which) }) }
+    for i = 1, n do
+        parts[#parts + 1] = T.full_backend("default-svc-" .. i .. "-80", { T.ep("c") })
+    end
+    return parts
+end
+
 -- After a large POST: wait until every backend in `names` answers 200 to at
 -- least 8 requests in a row (new connections) among which `workers` distinct
 -- worker pids answered (the ingress server must listen with reuseport, so that
