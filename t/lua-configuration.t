@@ -448,12 +448,8 @@ in force: b=2 c=1
         content_by_lua_block {
             local name = "default-web-80"
             ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
-            local parts = T.many_backends(name, "b", 3000)
-            -- structurally fine; the address is found bad only when decoded
-            parts[2000] = T.full_backend("default-svc-bad-80", { T.ep("c", "10.0.0.256") })
-            local result = T.post_raw("[" .. table.concat(parts, ",") .. "]")
-            ngx.say(result:match("^400 %[.*default%-svc%-bad%-80.*10%.0%.0%.256.*%]$")
-                    and "bad: 400 naming backend and address" or ("bad: " .. result))
+            local bad = T.post_large_with_a_bad_address(name)
+            ngx.say(bad)
             ngx.say("generation counter: ", configuration.get_backends_generation())
             ngx.say("serving: ", T.count(2, name), " ", T.count(1, "default-svc-1-80"))
         }

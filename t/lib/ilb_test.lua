@@ -944,6 +944,19 @@ function T.many_backends(name, which, n)
     return parts
 end
 
+-- POST T.many_backends(name, "b", 3000) with backend 1999 replaced by one whose
+-- address is bad (structurally fine: found only when decoded, by the compilation
+-- off the event loop); "bad: 400 naming backend and address" when refused so.
+-- Returns that line and the parts (valid again).
+function T.post_large_with_a_bad_address(name)
+    local parts = T.many_backends(name, "b", 3000)
+    parts[2000] = T.full_backend("default-svc-bad-80", { T.ep("c", "10.0.0.256") })
+    local result = T.post_raw("[" .. table.concat(parts, ",") .. "]")
+    parts[2000] = T.full_backend("default-svc-1999-80", { T.ep("c") })
+    return (result:match("^400 %[.*default%-svc%-bad%-80.*10%.0%.0%.256.*%]$")
+            and "bad: 400 naming backend and address" or ("bad: " .. result)), parts
+end
+
 -- After a large POST: wait until every backend in `names` answers 200 to at
 -- least 8 requests in a row (new connections) among which `workers` distinct
 -- worker pids answered (the ingress server must listen with reuseport, so that
