@@ -112,8 +112,12 @@ pub(crate) struct Overlap {
 
 impl Overlap {
     fn of(old: &[u8], json: &[u8]) -> Overlap {
+        let shorter = old.len().min(json.len());
         let prefix = common_prefix(old, json);
-        let suffix = common_suffix(old, json).min(old.len().min(json.len()) - prefix);
+        // One document starts with the other (the same document, typically): there is
+        // nothing left for a suffix, and comparing again from the end would cost a
+        // second pass.
+        let suffix = if prefix == shorter { 0 } else { common_suffix(old, json).min(shorter - prefix) };
         Overlap { prefix, suffix }
     }
 
