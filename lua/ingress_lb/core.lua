@@ -994,26 +994,22 @@ function _M.apply_yielding(json, inline_bytes)
     local sleep = ngx and ngx.sleep
     for _ = 1, APPLY_TRIES do
         local state, n, rc = _M.apply_or_start(json, inline_bytes)
+        if state == "started" then
+            local seq = n
+            repeat
+                sleep(APPLY_POLL)
+                state, n, rc = _M.collect(seq)
+            until state ~= "running"
+        end
         if not state then
             return nil, n, rc
         end
         if state == "applied" then
             return true
         end
-        if state == "started" then
-            repeat
-                sleep(APPLY_POLL)
-                state, n, rc = _M.collect(n)
-            until state ~= "running"
-            if not state then
-                return nil, n, rc
-            end
-            if state == "applied" then
-                return true
-            end
-            -- superseded: another configuration was applied meanwhile; again
-        else
-            -- busy: another compilation of this worker is running
+        -- busy: another compilation of this worker is running; superseded: another
+        -- configuration was applied meanwhile. Again.
+        if state == "busy" then
             sleep(APPLY_POLL)
         end
     end
