@@ -525,3 +525,36 @@ serving: b=2
 --- no_error_log
 [error]
 [alert]
+
+
+
+=== TEST 18: a POST while this worker compiles another large document waits for it, then applies (201)
+--- config
+    location = /t {
+        content_by_lua_block {
+            local core = require("ingress_lb.core")
+            local name = "default-web-80"
+            ngx.say(T.post_raw(T.doc(T.full_backend(name, { T.ep("a") }))))
+            -- what the sync timer does with a large document from the shared dict
+            -- 10 000 backends: a compilation of well over 40 ms (20 tries of 2 ms)
+            local big = "[" .. table.concat(T.many_backends(name, "c", 10000), ",") .. "]"
+            local state, n = core.apply_or_start(big, 0)
+            ngx.say("timer's compilation: ", state)
+            -- the timer sleeps until its compilation is done and collects it
+            local timer = ngx.thread.spawn(function()
+                repeat ngx.sleep(0.002) until core.collect(n) ~= "running"
+            end)
+            -- a POST to the same worker meanwhile: valid, so 201 once the other is done
+            ngx.say("post: ", T.post_raw(T.doc(T.full_backend(name, { T.ep("b") }))))
+            ngx.thread.wait(timer)
+            ngx.say("serving: ", T.count(2, name))
+        }
+    }
+--- response_body
+201 []
+timer's compilation: started
+post: 201 []
+serving: b=2
+--- no_error_log
+[error]
+[alert]

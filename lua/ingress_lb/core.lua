@@ -989,10 +989,15 @@ end
 -- compiled on another thread while this request or timer sleeps, so the worker
 -- keeps serving. Returns true, or nil, message, rc.
 local APPLY_POLL = 0.002
+-- times a compilation may be found overtaken by another configuration
 local APPLY_TRIES = 20
+-- seconds to wait for another compilation of this worker to end (a fresh
+-- 20 000-backend document takes well under a second)
+local APPLY_BUSY_WAIT = 60
 function _M.apply_yielding(json, inline_bytes)
     local sleep = ngx and ngx.sleep
-    for _ = 1, APPLY_TRIES do
+    local tries, busy_until = 0, nil
+    while tries < APPLY_TRIES do
         local state, n, rc = _M.apply_or_start(json, inline_bytes)
         if state == "started" then
             local seq = n
@@ -1007,10 +1012,18 @@ function _M.apply_yielding(json, inline_bytes)
         if state == "applied" then
             return true
         end
-        -- busy: another compilation of this worker is running; superseded: another
-        -- configuration was applied meanwhile. Again.
         if state == "busy" then
+            -- another compilation of this worker (the sync timer's) runs: wait
+            -- for it, without counting it as a try
+            ngx.update_time()
+            busy_until = busy_until or ngx.now() + APPLY_BUSY_WAIT
+            if ngx.now() > busy_until then
+                return nil, "configuration not applied: another compilation did not end", _M.CONFIG_REJECTED
+            end
             sleep(APPLY_POLL)
+        else
+            -- superseded: another configuration was applied meanwhile; again
+            tries = tries + 1
         end
     end
     return nil, "configuration not applied: other configurations kept replacing it",
