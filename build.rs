@@ -15,6 +15,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=src/pick.rs");
+    println!("cargo:rerun-if-changed=src/lib.rs");
     // For tests/c_abi.rs, which compiles a C program with the `cc` crate's compiler.
     for var in ["HOST", "TARGET"] {
         println!("cargo:rustc-env=ILB_BUILD_{var}={}", std::env::var(var).unwrap_or_default());
@@ -83,6 +84,11 @@ fn main() {
         if header_define(&header, define) != Some(value) {
             problems.push(format!("#define {define} does not match Rust's value {value}"));
         }
+    }
+    let lib = fs::read_to_string("src/lib.rs").expect("read src/lib.rs");
+    let inline = rust_const(&lib, "INLINE_APPLY_BYTES");
+    if header_define(&header, "ILB_INLINE_APPLY_BYTES") != Some(inline) {
+        problems.push(format!("#define ILB_INLINE_APPLY_BYTES does not match src/lib.rs's {inline}"));
     }
     let abi = rust_const_in(&ffi, "ABI_VERSION", "u32");
     if header_define(&header, "ILB_ABI_VERSION") != Some(abi) {
@@ -303,7 +309,7 @@ fn rust_const(src: &str, name: &str) -> usize {
 
 fn rust_const_in(src: &str, name: &str, ty: &str) -> usize {
     let pat = format!("pub const {name}: {ty} = ");
-    let i = src.find(&pat).unwrap_or_else(|| panic!("src/pick.rs defines {name}"));
+    let i = src.find(&pat).unwrap_or_else(|| panic!("build.rs: no `{pat}` found"));
     let rest = &src[i + pat.len()..];
     rest[..rest.find(';').unwrap()].trim().parse().unwrap()
 }

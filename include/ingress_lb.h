@@ -78,6 +78,10 @@ extern "C" {
 /* Largest configuration document accepted (bytes). */
 #define ILB_MAX_CONFIG_BYTES (48u * 1024u * 1024u)
 
+/* The inline_bytes both front ends give ilb_core_apply_backends_or_start(): changed
+ * backends of at most this much JSON are built on the event loop (about 2 ms). */
+#define ILB_INLINE_APPLY_BYTES 65536
+
 /* -- begin cdef (this block is also bound by lua/ingress_lb/core.lua) -- */
 
 typedef enum ilb_result {

@@ -251,3 +251,20 @@ fn external_name_dns_endpoints_are_skipped_with_a_warning() {
         )
         .is_err());
 }
+
+#[test]
+fn a_compilation_that_panics_is_rejected_and_the_configuration_in_force_stays() {
+    let core = Core::new();
+    core.apply_backends(&doc(&[backend("web", &["10.0.0.1:80"])])).unwrap();
+    let base = core.current.load_full();
+    // A build thread that panics, planted where apply_backends_or_start puts one.
+    let handle = std::thread::spawn(|| -> Result<(Snapshot, ApplyReport), ConfigError> { panic!("boom") });
+    while !handle.is_finished() {
+        std::thread::yield_now();
+    }
+    *core.build.lock() = Some(background::Build { base, handle });
+    assert_eq!(core.collect_backends(), Collected::Rejected(ConfigError::Internal("boom".into())));
+    assert_eq!(core.collect_backends(), Collected::Idle);
+    assert!(core.has_backend(b"web"));
+    assert_eq!(core.generation(), 1);
+}

@@ -142,9 +142,3 @@ fn picks_go_on_from_other_threads_while_a_build_runs() {
         assert!(last_is_new, "the new configuration is in force once collected");
     });
 }
-
-#[test]
-fn a_failure_to_compile_is_reported_as_an_error_not_a_crash() {
-    let e = ConfigError::Internal("boom".into());
-    assert_eq!(e.to_string(), "internal error while compiling the configuration: boom");
-}

@@ -22,3 +22,17 @@ fn lua_cdef_is_the_header_block() {
         panic!("lua/ingress_lb/core.lua's cdef differs from include/ingress_lb.h at line {} of the block", line + 1);
     }
 }
+
+/// `lua/ingress_lb/core.lua` passes the core's inline budget as a number of its own:
+/// it must be the header's `ILB_INLINE_APPLY_BYTES` (build.rs ties that to the core).
+#[test]
+fn lua_inline_budget_is_the_header_one() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let header = std::fs::read_to_string(format!("{root}/include/ingress_lb.h")).unwrap();
+    let lua = std::fs::read_to_string(format!("{root}/lua/ingress_lb/core.lua")).unwrap();
+    let value = |text: &str, prefix: &str| -> String {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix}"));
+        line[prefix.len()..].trim().to_string()
+    };
+    assert_eq!(value(&lua, "_M.INLINE_APPLY_BYTES ="), value(&header, "#define ILB_INLINE_APPLY_BYTES"));
+}

@@ -896,9 +896,10 @@ end
 
 
 -- Changed backends (JSON bytes) a worker builds on its event loop; a larger
--- change is compiled on a thread of the core's own (apply_or_start()). Building
--- costs about 30 ns per byte: 64 KiB is about 2 ms.
-_M.INLINE_APPLY_BYTES = 64 * 1024
+-- change is compiled on a thread of the core's own (apply_or_start()). The
+-- header's ILB_INLINE_APPLY_BYTES, the core's default for both front ends
+-- (tests/lua_cdef.rs checks they agree).
+_M.INLINE_APPLY_BYTES = 65536
 
 local APPLY_STATES = {
     [0] = "idle", "applied", "started", "busy", "running", "superseded",

@@ -108,9 +108,9 @@ static LAST_APPLIED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static PENDING: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 /// Changed backends (bytes of JSON) a worker builds on its event loop when it finds
-/// a new document in the zone; a larger change is compiled on another thread.
-/// Building costs about 30 ns per byte: 64 KiB is about 2 ms.
-pub(crate) const INLINE_APPLY_BYTES: usize = 64 * 1024;
+/// a new document in the zone or takes a POST; a larger change is compiled on
+/// another thread (the core's default for both front ends).
+pub(crate) use ingress_lb::INLINE_APPLY_BYTES;
 
 /// A handle on an initialised zone (valid for the cycle it belongs to).
 #[derive(Clone, Copy)]
