@@ -231,6 +231,44 @@ function T.counts(counts)
     return table.concat(keys, " ")
 end
 
+-- GET backend `name` until every body in `wanted` ({ "slow", "slower" }) has
+-- answered, at most `max` times: true when they all did, else what answered
+function T.get_until_answered(name, wanted, max)
+    local seen = {}
+    for _ = 1, max do
+        local status, body = T.get(name, "/")
+        seen[status == 200 and body or ("status" .. tostring(status))] = true
+        local all = true
+        for _, w in ipairs(wanted) do
+            all = all and seen[w] ~= nil
+        end
+        if all then
+            return true
+        end
+    end
+    return table.concat(sorted_keys(seen), ",")
+end
+
+-- `n` GETs of backend `name`, each answered 200 with an X-Ewma-Score within
+-- (lo, hi): "n/n", or the count followed by the failures ("5/6 (502 nil)")
+function T.scores_within(name, n, lo, hi)
+    local fine, bad = 0, {}
+    for _ = 1, n do
+        local status, _, hdrs = T.get(name, "/")
+        local score = tonumber(T.header(hdrs, "X-Ewma-Score"))
+        if status == 200 and score and score > lo and score < hi then
+            fine = fine + 1
+        else
+            bad[#bad + 1] = tostring(status) .. " " .. tostring(score)
+        end
+    end
+    local out = fine .. "/" .. n
+    if #bad > 0 then
+        out = out .. " (" .. table.concat(bad, ", ") .. ")"
+    end
+    return out
+end
+
 -- The helpers of t/lua-core.t, t/lua-configuration.t, t/lua-round-robin.t and
 -- t/lua-workers.t: responses as received, and backends with every field
 
