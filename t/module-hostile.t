@@ -23,7 +23,8 @@ workers(2);
 #  - "big": a second controller endpoint whose client_max_body_size (80m) lets a
 #    64 MiB document through;
 #  - "many": an endpoint listening on every address of its port, so that
-#    127.1.x.y:port are 10 000 distinct endpoints that all answer.
+#    127.1.x.y:port are 10 000 distinct endpoints that all answer;
+#  - the log format ilb_request_body ($request_body as received).
 # A block named "... [zone <size>] ..." gets that ingress_lb_zone instead.
 my $http_config = module_http_config(
     ports => { big => 10, many => 11 },
@@ -45,6 +46,8 @@ my $http_config = module_http_config(
         listen $TEST_NGINX_RAND_PORT_11;
         return 200 "many\n";
     }
+
+    log_format ilb_request_body escape=none '$request_body';
 _EOC_
 $http_config =~ s/ingress_lb_zone \S+;/ingress_lb_zone 80m;/ or die "no ingress_lb_zone";
 
@@ -322,5 +325,44 @@ serving: b=4
 --- error_log
 rejected backends configuration
 --- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 23: a large document arriving in pieces (part with the header, the rest in five reads) is stored and logged byte for byte
+--- config
+    location /logged-configuration {
+        client_max_body_size 21m;
+        client_body_buffer_size 21m;
+        access_log logs/request_body.log ilb_request_body;
+        ingress_lb_configuration;
+    }
+    location = /t {
+        content_by_lua_block {
+            local name = "default-web-80"
+            local parts = T.many_backends(name, "b", 2000)
+            local doc = "[" .. table.concat(parts, ",") .. "]"
+            -- the module borrows nginx's body buffer, after moving the part that came
+            -- with the header in front of the rest
+            ngx.say("posted: ", T.post_in_pieces("/logged-configuration/backends", doc, 700, 5, 0.05,
+                                                 tonumber(ngx.var.server_port)))
+            local status, stored = T.request_raw("GET", "/configuration/backends")
+            ngx.say("stored as sent: ", status == 200 and stored == doc)
+            local f = assert(io.open(ngx.config.prefix() .. "logs/request_body.log"))
+            local logged = f:read("*a")
+            f:close()
+            ngx.say("$request_body as sent: ", logged == doc .. "\n")
+            ngx.say("every worker serves it: ",
+                    T.await_served({ name, "default-svc-1-80", "default-svc-2000-80" }, 2))
+        }
+    }
+--- response_body
+posted: 201 []
+stored as sent: true
+$request_body as sent: true
+every worker serves it: true
+--- no_error_log
+[error]
 [alert]
 [crit]

@@ -23,10 +23,11 @@ use ngx::ffi::{
     ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_http_run_posted_requests, ngx_msec_t, ngx_pool_cleanup_add,
 };
 use ngx::ffi::{
-    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_int_t, ngx_pnalloc, ngx_read_file, ngx_uint_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_CREATED, NGX_HTTP_GET,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_WARN,
+    ngx_chain_t, ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_request_body_t, ngx_http_request_t, ngx_int_t, ngx_pnalloc, ngx_read_file, ngx_uint_t,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_CREATED, NGX_HTTP_GET, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND,
+    NGX_HTTP_OK, NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    NGX_LOG_WARN,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -240,8 +241,15 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return unsafe { too_large(r, kind, declared as usize, zone.capacity()) };
     }
 
+    // One buffer for the whole body (what `client_body_in_single_buffer on` asks for):
+    // the part read with the header is copied into it, so the body handler borrows
+    // the document instead of copying it. A body larger than client_body_buffer_size
+    // still goes to a temporary file.
     // SAFETY: r is valid; body_handler finalizes the request once the body is read.
-    let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_handler)) };
+    let rc = unsafe {
+        (*r).set_request_body_in_single_buf(1);
+        ngx_http_read_client_request_body(r, Some(body_handler))
+    };
     if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
         return rc;
     }
@@ -278,14 +286,137 @@ extern "C" fn body_handler(r: *mut ngx_http_request_t) {
     unsafe { ngx_http_finalize_request(r, rc) };
 }
 
-/// The request body, whether nginx kept it in memory buffers or spilled it to a
-/// temporary file. `Err(Some(size))` when it is larger than `limit` (nothing copied),
-/// `Err(None)` on a read error (logged by nginx).
-unsafe fn read_body(r: *mut ngx_http_request_t, limit: usize) -> Result<Vec<u8>, Option<usize>> {
+/// A POSTed document: nginx's own body buffer when it holds the whole body (the
+/// handler asks for a single buffer), else a copy (a body spilled to a temporary file).
+/// Borrowing spares the worker a copy of a document of megabytes, and the page faults
+/// of a second buffer that size, on every POST.
+enum Body {
+    /// `len` bytes at `ptr`, in a buffer of the request's pool: valid until the pool is
+    /// destroyed, which runs the cleanup that drops the only long-lived holder
+    /// ([`Waiting`]) first.
+    Pool {
+        ptr: *const u8,
+        len: usize,
+    },
+    Copy(Vec<u8>),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Pool { len: 0, .. } => &[],
+            // SAFETY: ptr..ptr+len is the body in the request pool's buffer, alive as
+            // long as the request (see the variant), and nothing writes to it.
+            Body::Pool { ptr, len } => unsafe { core::slice::from_raw_parts(*ptr, *len) },
+            Body::Copy(v) => v,
+        }
+    }
+}
+
+/// The links of a body chain that hold data, or `None` if one of them is in a file.
+/// At most 64 (a body of more links is copied).
+///
+/// # Safety
+/// `rb` is a request's body structure whose chain is complete.
+unsafe fn memory_links(rb: *mut ngx_http_request_body_t) -> Option<([*mut ngx_chain_t; 64], usize)> {
+    let mut out = [ptr::null_mut(); 64];
+    let mut n = 0;
+    // SAFETY: rb is valid (caller); every link of its chain has a valid buffer.
+    let mut cl = unsafe { (*rb).bufs };
+    while !cl.is_null() {
+        // SAFETY: as above.
+        let b = unsafe { &*(*cl).buf };
+        if b.in_file() != 0 {
+            return None;
+        }
+        if !b.pos.is_null() && b.last > b.pos {
+            if n == out.len() {
+                return None;
+            }
+            out[n] = cl;
+            n += 1;
+        }
+        // SAFETY: as above.
+        cl = unsafe { (*cl).next };
+    }
+    Some((out, n))
+}
+
+/// The whole body (`total` bytes) as one stretch of memory in the request's pool, when
+/// it can be had without a copy of its size; `None` otherwise (or for an empty body).
+///
+/// nginx (1.21.2 and later) keeps a body read into memory as a chain of links, one
+/// per read: the part that arrived with the request header (in the header buffer),
+/// then consecutive stretches of one body buffer, sized for the whole body because
+/// the handler asked for a single buffer. When the links are consecutive already,
+/// their start is returned. When only the header's part is apart and the body buffer
+/// has room for it, the rest is moved up by its length (one memmove over memory
+/// written a moment ago, where a copy would fault in as many fresh pages), the
+/// header's part is copied in front, and the chain becomes one link over the result,
+/// so `$request_body` and any later reader see the same bytes.
+///
+/// # Safety
+/// `rb` is the request's body structure, read completely, in no other use.
+unsafe fn contiguous_body(rb: *mut ngx_http_request_body_t, total: usize) -> Option<*const u8> {
+    // SAFETY: the caller's.
+    let (links, n) = unsafe { memory_links(rb) }?;
+    if n == 0 {
+        return None;
+    }
+    // SAFETY: every link in `links` is a live link of the chain with a memory buffer.
+    let buf = |i: usize| unsafe { &*(*links[i]).buf };
+    let consecutive_from = |first: usize| (first + 1..n).all(|i| buf(i).pos == buf(i - 1).last);
+    if consecutive_from(0) {
+        return Some(buf(0).pos);
+    }
+    // SAFETY: rb is valid.
+    let body_buf = unsafe { (*rb).buf };
+    if n < 2 || body_buf.is_null() || !consecutive_from(1) {
+        return None;
+    }
+    // SAFETY: rb->buf is the body buffer nginx allocated in the request's pool.
+    let (start, end) = unsafe { ((*body_buf).start, (*body_buf).end) };
+    // SAFETY: buf(0) is a memory buffer: pos..last in one allocation.
+    let head = unsafe { buf(0).last.offset_from(buf(0).pos) } as usize;
+    let room = if end > start {
+        // SAFETY: start..end is one allocation.
+        unsafe { end.offset_from(start) as usize }
+    } else {
+        0
+    };
+    let in_body_buf = |p: *mut u8| p >= start && p < end;
+    if buf(1).pos != start || room < total || head >= total || in_body_buf(buf(0).pos) {
+        return None;
+    }
+    // SAFETY: start..start+total lies in the body buffer (room >= total); the rest of
+    // the body occupies start..start+total-head and moves to start+head (memmove
+    // semantics: the ranges overlap); the header's part (head bytes, outside the body
+    // buffer) is copied to start. Then the first link covers the whole body and ends
+    // the chain; the other links are left to the pool.
+    unsafe {
+        ptr::copy(start, start.add(head), total - head);
+        ptr::copy_nonoverlapping(buf(0).pos, start, head);
+        let last_buf = buf(n - 1).last_buf();
+        let first = &mut *(*links[0]).buf;
+        first.start = start;
+        first.pos = start;
+        first.last = start.add(total);
+        first.end = start.add(total);
+        first.set_last_buf(last_buf);
+        (*rb).bufs = links[0];
+        (*links[0]).next = ptr::null_mut();
+    }
+    Some(start)
+}
+
+/// The request body, whether nginx kept it in a memory buffer (borrowed) or spilled it
+/// to a temporary file (read into a copy). `Err(Some(size))` when it is larger than
+/// `limit` (nothing copied), `Err(None)` on a read error (logged by nginx).
+unsafe fn read_body(r: *mut ngx_http_request_t, limit: usize) -> Result<Body, Option<usize>> {
     // SAFETY: r is valid.
     let rb = unsafe { (*r).request_body };
     if rb.is_null() {
-        return Ok(Vec::new());
+        return Ok(Body::Copy(Vec::new()));
     }
     // Iterate over the body chain: (buffer, in_file, length).
     let links = || {
@@ -315,6 +446,10 @@ unsafe fn read_body(r: *mut ngx_http_request_t, limit: usize) -> Result<Vec<u8>,
     if total > limit {
         return Err(Some(total));
     }
+    // SAFETY: rb is the request's body structure, read completely.
+    if let Some(ptr) = unsafe { contiguous_body(rb, total) } {
+        return Ok(Body::Pool { ptr, len: total });
+    }
     let mut out = Vec::with_capacity(total);
     for (b, len) in links() {
         if len == 0 {
@@ -333,7 +468,7 @@ unsafe fn read_body(r: *mut ngx_http_request_t, limit: usize) -> Result<Vec<u8>,
             out.extend_from_slice(unsafe { core::slice::from_raw_parts(b.pos, len) });
         }
     }
-    Ok(out)
+    Ok(Body::Copy(out))
 }
 
 unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -367,7 +502,7 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     zone.sync(log);
 
     let applied = match kind {
-        Kind::Backends => match crate::core().apply_backends_or_start(&body, INLINE_APPLY_BYTES) {
+        Kind::Backends => match crate::core().apply_backends_or_start(body.bytes(), INLINE_APPLY_BYTES) {
             Ok(Progress::Applied(report)) => Ok(backends_report(&report)),
             // A large change: compiled on another thread while this worker serves on;
             // the request is answered when it is done.
@@ -375,26 +510,38 @@ unsafe fn handle_body(r: *mut ngx_http_request_t) -> ngx_int_t {
             Ok(Progress::Started) => return unsafe { wait_for_compilation(r, zone, body) },
             // This worker is compiling a document it found in the zone: this one is
             // newer, applied here (the other is dropped when done).
-            Ok(Progress::Busy) => crate::core().apply_backends(&body).map(|r| backends_report(&r)),
+            Ok(Progress::Busy) => crate::core().apply_backends(body.bytes()).map(|r| backends_report(&r)),
             Err(e) => Err(e),
         },
-        Kind::Servers => crate::core().apply_servers(&body).map(|report| {
-            format!(
+        Kind::Servers => crate::core().apply_servers(body.bytes()).map(|report| Outcome {
+            report: format!(
                 "{} hostnames, {} certificates, {} parsed, {} reused{}",
                 report.hostnames,
                 report.certificates,
                 report.parsed,
                 report.reused,
                 if report.unchanged { ", unchanged" } else { "" }
-            )
+            ),
+            unchanged: report.unchanged,
         }),
     };
     // SAFETY: r is valid, header not sent.
-    unsafe { finish(r, zone, kind, &body, applied) }
+    unsafe { finish(r, zone, kind, body.bytes(), applied) }
 }
 
-fn backends_report(report: &ingress_lb::ApplyReport) -> String {
-    format!("{} backends, {} rebuilt, {} reused", report.backends, report.rebuilt, report.reused)
+/// What the core made of a POSTed document.
+struct Outcome {
+    /// For the debug log.
+    report: String,
+    /// The document is the one in force in this worker already.
+    unchanged: bool,
+}
+
+fn backends_report(report: &ingress_lb::ApplyReport) -> Outcome {
+    Outcome {
+        report: format!("{} backends, {} rebuilt, {} reused", report.backends, report.rebuilt, report.reused),
+        unchanged: report.unchanged,
+    }
 }
 
 /// The end of a POST once the core has answered: the error response, or the
@@ -407,12 +554,12 @@ unsafe fn finish(
     zone: Zone,
     kind: Kind,
     body: &[u8],
-    applied: Result<String, ingress_lb::ConfigError>,
+    applied: Result<Outcome, ingress_lb::ConfigError>,
 ) -> ngx_int_t {
     // SAFETY: r is valid.
     let log = unsafe { request_log(r) };
-    let report = match applied {
-        Ok(report) => report,
+    let outcome = match applied {
+        Ok(outcome) => outcome,
         Err(err) => {
             let status = match err {
                 ingress_lb::ConfigError::TooLarge { .. } => NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -426,8 +573,12 @@ unsafe fn finish(
     };
 
     // The document the zone holds already (a controller reposting what is in force):
-    // nothing to store, so no worker copies or compares it again.
-    if zone.with_document(|doc| doc == Some(body)) {
+    // nothing to store, so no worker copies or compares it again. Only a document the
+    // core found identical to the one in force here can be (this worker synced with
+    // the zone before applying); any other is stored without comparing megabytes
+    // under the zone's lock (at worst, a document another worker stored meanwhile is
+    // stored again).
+    if outcome.unchanged && zone.with_document(|doc| doc == Some(body)) {
         ngx::ngx_log_debug!(log, "ingress_lb: {} configuration unchanged ({} bytes)", kind.what(), body.len());
         // SAFETY: r is valid, header not sent.
         return unsafe { send_response(r, NGX_HTTP_CREATED as ngx_uint_t, "", b"") };
@@ -464,7 +615,7 @@ unsafe fn finish(
         kind.what(),
         generation,
         body.len(),
-        report
+        outcome.report
     );
     // SAFETY: r is valid, header not sent.
     unsafe { send_response(r, NGX_HTTP_CREATED as ngx_uint_t, "", b"") }
@@ -479,7 +630,7 @@ struct Waiting {
     event: ngx_event_t,
     r: *mut ngx_http_request_t,
     zone: Zone,
-    body: Vec<u8>,
+    body: Body,
     /// Times the compilation was found overtaken by another configuration and started
     /// again (bounded: a POST is answered).
     restarts: u32,
@@ -489,14 +640,14 @@ struct Waiting {
 ///
 /// # Safety
 /// `r` valid (inside its body handler), header not sent.
-unsafe fn wait_for_compilation(r: *mut ngx_http_request_t, zone: Zone, body: Vec<u8>) -> ngx_int_t {
+unsafe fn wait_for_compilation(r: *mut ngx_http_request_t, zone: Zone, body: Body) -> ngx_int_t {
     // SAFETY: r is valid; its pool lives until the request is freed.
     let cln = unsafe { ngx_pool_cleanup_add((*r).pool, 0) };
     if cln.is_null() {
         // No way to wait safely: build here.
-        let applied = crate::core().apply_backends(&body).map(|rep| backends_report(&rep));
+        let applied = crate::core().apply_backends(body.bytes()).map(|rep| backends_report(&rep));
         // SAFETY: as the caller's.
-        return unsafe { finish(r, zone, Kind::Backends, &body, applied) };
+        return unsafe { finish(r, zone, Kind::Backends, body.bytes(), applied) };
     }
     // SAFETY: an all-zero ngx_event_t is what nginx starts from (ngx_pcalloc).
     let mut event: ngx_event_t = unsafe { core::mem::zeroed() };
@@ -550,15 +701,17 @@ extern "C" fn on_poll(ev: *mut ngx_event_t) {
             // compiled again on top of it.
             Collected::Superseded | Collected::Idle if waiting.restarts < 8 => {
                 waiting.restarts += 1;
-                match core.apply_backends_or_start(&waiting.body, INLINE_APPLY_BYTES) {
+                match core.apply_backends_or_start(waiting.body.bytes(), INLINE_APPLY_BYTES) {
                     Ok(Progress::Started) => None,
                     Ok(Progress::Applied(report)) => Some(Ok(backends_report(&report))),
-                    Ok(Progress::Busy) => Some(core.apply_backends(&waiting.body).map(|rep| backends_report(&rep))),
+                    Ok(Progress::Busy) => {
+                        Some(core.apply_backends(waiting.body.bytes()).map(|rep| backends_report(&rep)))
+                    }
                     Err(e) => Some(Err(e)),
                 }
             }
             Collected::Superseded | Collected::Idle => {
-                Some(core.apply_backends(&waiting.body).map(|rep| backends_report(&rep)))
+                Some(core.apply_backends(waiting.body.bytes()).map(|rep| backends_report(&rep)))
             }
         };
         match applied {
@@ -568,7 +721,7 @@ extern "C" fn on_poll(ev: *mut ngx_event_t) {
                 None
             }
             // SAFETY: r is alive, its header not sent.
-            Some(applied) => Some(unsafe { finish(r, waiting.zone, Kind::Backends, &waiting.body, applied) }),
+            Some(applied) => Some(unsafe { finish(r, waiting.zone, Kind::Backends, waiting.body.bytes(), applied) }),
         }
     });
     let Some(rc) = rc else { return };

@@ -995,6 +995,43 @@ function T.post_large_with_a_bad_address(name)
             and "bad: 400 naming backend and address" or ("bad: " .. result)), parts
 end
 
+-- POST `doc` to `path` on `port` (default: the ingress server) in pieces: the
+-- request header with the first `first` bytes of the body, then the rest in `n`
+-- pieces `delay` seconds apart, so that nginx reads the body in several reads.
+-- "201 []" as T.post_raw, or what went wrong.
+function T.post_in_pieces(path, doc, first, n, delay, port)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(30000)
+    local ok, err = sock:connect("127.0.0.1", port or T.FRONT)
+    if not ok then
+        return "connect: " .. tostring(err)
+    end
+    local pieces = { "POST " .. path .. " HTTP/1.0\r\nHost: localhost\r\nContent-Length: "
+                     .. #doc .. "\r\n\r\n" .. doc:sub(1, first) }
+    local step = math.ceil((#doc - first) / n)
+    for at = first + 1, #doc, step do
+        pieces[#pieces + 1] = doc:sub(at, at + step - 1)
+    end
+    for i, piece in ipairs(pieces) do
+        if i > 1 then
+            ngx.sleep(delay)
+        end
+        ok, err = sock:send(piece)
+        if not ok then
+            sock:close()
+            return "send: " .. tostring(err)
+        end
+    end
+    local data
+    data, err = sock:receive("*a")
+    sock:close()
+    if not data then
+        return "receive: " .. tostring(err)
+    end
+    local status, body = data:match("^HTTP/%d%.%d (%d+).-\r\n\r\n(.*)$")
+    return tostring(status) .. " [" .. tostring(body) .. "]"
+end
+
 -- After a large POST: wait until every backend in `names` answers 200 to at
 -- least 8 requests in a row (new connections) among which `workers` distinct
 -- worker pids answered (the ingress server must listen with reuseport, so that
