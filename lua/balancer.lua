@@ -65,6 +65,7 @@
 local ngx_balancer = require("ngx.balancer")
 local core = require("ingress_lb.core")
 local hash_by = require("ingress_lb.hash_by")
+local shdict_raw = require("ingress_lb.shdict_raw")
 
 local ngx = ngx
 local ngx_var = ngx.var
@@ -92,6 +93,10 @@ local core_new_ctx = core.new_ctx
 local core_release_ctx = core.release_ctx
 local core_apply = core.apply
 local core_apply_yielding = core.apply_yielding
+local core_counter_in_force = core.counter_in_force
+local core_note_in_force = core.note_in_force
+local read_raw = shdict_raw.read
+local raw_reads = shdict_raw.available()
 local result_name = core.result_name
 local compile_hash_by = hash_by.compile
 local evaluate_hash_by = hash_by.evaluate
@@ -161,7 +166,8 @@ local recheck_until = 0
 local rejected_document
 
 
-local function apply_document(document, yielding)
+-- document: a Lua string, nil, or a pointer to `len` bytes (shdict_raw.read())
+local function apply_document(document, yielding, len)
   if document == nil then
     -- like stock: no stored backends means no backend at all
     document = "[]"
@@ -169,7 +175,12 @@ local function apply_document(document, yielding)
 
   -- from the timer: a large change is compiled on another thread while the timer
   -- sleeps, and the worker keeps serving with the configuration in force
-  local ok, err = (yielding and core_apply_yielding or core_apply)(document)
+  local ok, err
+  if yielding then
+    ok, err = core_apply_yielding(document, nil, len)
+  else
+    ok, err = core_apply(document, len)
+  end
   if ok then
     rejected_document = nil
     -- what the core could not honour (an unknown load-balance name, an invalid
@@ -182,8 +193,9 @@ local function apply_document(document, yielding)
     return true
   end
 
-  if document ~= rejected_document then
-    rejected_document = document
+  -- a pointer's document is read once per counter value: logged each time
+  if type(document) ~= "string" or document ~= rejected_document then
+    rejected_document = type(document) == "string" and document or nil
     ngx_log(ERR, "could not apply backends data, the previous configuration ",
             "stays in force: ", err)
   end
@@ -205,7 +217,25 @@ local function sync_backends(yielding)
       return
     end
     last_generation = generation
-    apply_document(configuration_data:get("backends"), yielding)
+    -- the document this worker's POST stored (and applied): nothing to read
+    if core_counter_in_force(generation) then
+      return
+    end
+    local document, len
+    if yielding and raw_reads then
+      -- into this worker's buffer, no Lua string (ingress_lb/shdict_raw.lua)
+      document, len = read_raw(configuration_data, "backends")
+      if document == nil and len ~= nil then
+        -- len is a message: read it the usual way
+        document, len = configuration_data:get("backends"), nil
+      end
+    else
+      document = configuration_data:get("backends")
+    end
+    if apply_document(document, yielding, len) then
+      -- read after the counter: this document, or a newer one
+      core_note_in_force(generation)
+    end
     return
   end
 

@@ -401,6 +401,7 @@ local function handle_backends()
   -- check (and use, in this worker) before storing anything
   -- a large change compiles on another thread while this request sleeps: the
   -- worker keeps serving meanwhile (core.apply_yielding)
+  local in_force_before = core.generation()
   if not apply_or_reject("backends", core.apply_yielding, backends) then
     return
   end
@@ -413,13 +414,21 @@ local function handle_backends()
   -- the document stored already (a controller reposting what is in force): the
   -- same string (LuaJIT interns strings, so this is one hash and one memcmp);
   -- nothing to store, so no worker reads it again. The timestamp moves, as stock's.
-  if configuration_data:get("backends") == backends then
+  -- Only a document the core found identical to the one in force here (no new
+  -- configuration published) can be: any other is stored without reading the
+  -- stored one back (at worst a document another worker stored meanwhile is
+  -- stored again). And when the stored counter is the one whose document this
+  -- worker has in force, nothing needs reading at all.
+  if core.generation() == in_force_before
+     and (core.counter_in_force(configuration_data:get(GENERATION_KEY))
+          or configuration_data:get("backends") == backends) then
     ngx.update_time()
     configuration_data:set("raw_backends_last_synced_at", ngx.time())
     ngx.status = ngx.HTTP_CREATED
     return
   end
 
+  local counter_before = configuration_data:get(GENERATION_KEY)
   local success, err = configuration_data:set("backends", backends)
   if not success then
     ngx.log(ngx.ERR, "dynamic-configuration: error updating configuration: " .. tostring(err))
@@ -445,6 +454,10 @@ local function handle_backends()
     -- the workers still see the timestamp change (balancer.lua's fallback)
     ngx.log(ngx.WARN, "dynamic-configuration: could not increment ",
             GENERATION_KEY, ": ", tostring(err))
+  elseif generation == (counter_before or 0) + 1 then
+    -- nobody stored a document between this one and its counter (whoever
+    -- stores increments after): this worker's sync need not read it back
+    core.note_in_force(generation)
   end
 
   save_state("backends", "backends", GENERATION_KEY)

@@ -495,7 +495,7 @@ budget 0: started number
 again: busy
 collected: applied; then: applied applied
 bad: true
-backends document must be a string, got number
+backends document must be a string (or a pointer and a length), got number
 --- no_error_log
 [error]
 [alert]

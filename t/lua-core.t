@@ -70,7 +70,7 @@ validate: true 0 false
 apply: true 1 true
 again: true 1
 invalid: nil true true
-not a string: nil backends document must be a string, got number
+not a string: nil backends document must be a string (or a pointer and a length), got number
 unchanged: 1 true
 --- no_error_log
 [error]
@@ -388,5 +388,74 @@ same size: true
 1.5: false true
 100: false true
 -1: false true
+--- no_error_log
+[error]
+
+
+
+=== TEST 11: a document as a pointer and a length; shared dict strings read into the worker's buffer
+--- config
+    location = /t {
+        content_by_lua_block {
+            local core = require("ingress_lb.core")
+            local raw = require("ingress_lb.shdict_raw")
+            local ffi = require("ffi")
+            local dict = ngx.shared.configuration_data
+            ngx.say("available: ", raw.available())
+
+            local doc = T.doc(T.full_backend("default-web-80", { T.ep("b") }))
+            dict:set("raw-test", doc)
+            local p, n = raw.read(dict, "raw-test")
+            ngx.say("read: ", type(p), " ", n == #doc, " ", ffi.string(p, n) == doc)
+            local g0 = core.generation()
+            ngx.say("apply: ", core.apply(p, n), " ", core.generation() - g0,
+                    " ", core.has_backend("default-web-80"))
+            -- the same bytes as a string: recognised as the document in force
+            ngx.say("same as the string: ", core.apply(doc), " ", core.generation() - g0)
+            local ok, err = core.apply(p)
+            ngx.say("no length: ", ok, " ", err)
+
+            -- compiled on another thread (budget 0), the buffer kept meanwhile
+            local other = T.doc(T.full_backend("default-other-80", { T.ep("c") }))
+            dict:set("raw-test", other)
+            p, n = raw.read(dict, "raw-test")
+            ngx.say("yielding: ", core.apply_yielding(p, 0, n), " ",
+                    core.has_backend("default-other-80"), " ", (core.has_backend("default-web-80")))
+            local _, bad = core.apply_yielding(p, 0, n - 1)
+            ngx.say("truncated: ", bad ~= nil)
+
+            -- grows for a larger value, gives memory back for a much smaller one
+            local big = string.rep("x", 300000)
+            dict:set("raw-test", big)
+            p, n = raw.read(dict, "raw-test")
+            ngx.say("big: ", n, " ", raw.capacity() >= n, " ", ffi.string(p, n) == big)
+            dict:set("raw-test", "small")
+            p, n = raw.read(dict, "raw-test")
+            ngx.say("small: ", ffi.string(p, n), " ", raw.capacity())
+            dict:set("raw-test", "")
+            ngx.say("empty: [", raw.read(dict, "raw-test"), "]")
+            dict:set("raw-test", 42)
+            ngx.say("number: ", raw.read(dict, "raw-test"))
+            ngx.say("missing: ", raw.read(dict, "raw-missing"))
+            ngx.say("not a dict: ", raw.read({}, "raw-test"))
+            raw.release()
+            ngx.say("released: ", raw.capacity())
+        }
+    }
+--- response_body
+available: true
+read: cdata true true
+apply: true 1 true
+same as the string: true 1
+no length: nil backends document must be a string (or a pointer and a length), got cdata
+yielding: true true false
+truncated: true
+big: 300000 true true
+small: small 5
+empty: []
+number: nilnot a string value
+missing: nil
+not a dict: nilbad shared dict
+released: 0
 --- no_error_log
 [error]

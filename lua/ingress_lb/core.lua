@@ -851,24 +851,33 @@ local function refresh_descriptors(c)
 end
 
 
--- this worker's core for a backends document, or nil, message, rc
-local function core_for_document(json)
-    if type(json) ~= "string" then
-        return nil, "backends document must be a string, got " .. type(json),
-               _M.INVALID_ARGUMENT
+-- this worker's core for a backends document and the document's length, or
+-- nil, message, rc. A document is a Lua string, or a pointer (cdata) to `len`
+-- bytes (what shdict_raw.read() gives).
+local function core_for_document(json, len)
+    local t = type(json)
+    if t == "string" then
+        len = #json
+    elseif t ~= "cdata" or type(len) ~= "number" or len < 0 then
+        return nil, "backends document must be a string (or a pointer and a length), got "
+                    .. t, _M.INVALID_ARGUMENT
     end
-    return get_core()
+    local c, err = get_core()
+    if not c then
+        return nil, err
+    end
+    return c, len
 end
 
 
-local function check_document(fn, json, publishes)
-    local c, err, err_rc = core_for_document(json)
+local function check_document(fn, json, publishes, len)
+    local c, n, err_rc = core_for_document(json, len)
     if not c then
-        return nil, err, err_rc
+        return nil, n, err_rc
     end
 
     size_out[0] = 0
-    local rc = tonumber(fn(c, json, #json, err_buf, ERR_CAP, size_out))
+    local rc = tonumber(fn(c, json, n, err_buf, ERR_CAP, size_out))
     if rc == ILB_OK then
         if publishes then
             refresh_descriptors(c)
@@ -881,17 +890,18 @@ end
 
 
 -- Parse, validate and publish a backends document (the body of
--- POST /configuration/backends) in this worker's core.
+-- POST /configuration/backends; a Lua string, or a pointer and its length) in
+-- this worker's core.
 -- Returns true, or nil, message, rc (rc is nil when the library or the core
 -- could not be set up).
-function _M.apply(json)
+function _M.apply(json, len)
     if not C_apply then
         local clib, err = load()
         if not clib then
             return nil, err
         end
     end
-    return check_document(C_apply, json, true)
+    return check_document(C_apply, json, true, len)
 end
 
 
@@ -916,14 +926,15 @@ local done_state, done_err
 -- larger one is compiled on another thread: "started", n (collect(n) publishes
 -- it), while the configuration in force keeps serving. "busy" when a compilation
 -- started earlier still runs (nothing done). nil, message, rc when the document is
--- rejected at once.
-function _M.apply_or_start(json, inline_bytes)
-    local c, err, err_rc = core_for_document(json)
+-- rejected at once. json: a Lua string, or a pointer and its length `len` (the
+-- core copies what it compiles elsewhere: the bytes may change once this returns).
+function _M.apply_or_start(json, inline_bytes, len)
+    local c, n, err_rc = core_for_document(json, len)
     if not c then
-        return nil, err, err_rc
+        return nil, n, err_rc
     end
     if not C_apply_or_start then
-        local ok, apply_err, rc = check_document(C_apply, json, true)
+        local ok, apply_err, rc = check_document(C_apply, json, true, n)
         if not ok then
             return nil, apply_err, rc
         end
@@ -931,7 +942,7 @@ function _M.apply_or_start(json, inline_bytes)
     end
 
     size_out[0] = 0
-    local rc = tonumber(C_apply_or_start(c, json, #json,
+    local rc = tonumber(C_apply_or_start(c, json, n,
                                          inline_bytes or _M.INLINE_APPLY_BYTES,
                                          apply_state_out, err_buf, ERR_CAP, size_out))
     if rc ~= ILB_OK then
@@ -988,18 +999,19 @@ end
 
 -- apply() in a context that may yield (content handler, timer): a large change is
 -- compiled on another thread while this request or timer sleeps, so the worker
--- keeps serving. Returns true, or nil, message, rc.
+-- keeps serving. json as for apply_or_start() (a pointer's bytes must stay as they
+-- are until this returns). Returns true, or nil, message, rc.
 local APPLY_POLL = 0.002
 -- times a compilation may be found overtaken by another configuration
 local APPLY_TRIES = 20
 -- seconds to wait for another compilation of this worker to end (a fresh
 -- 20 000-backend document takes well under a second)
 local APPLY_BUSY_WAIT = 60
-function _M.apply_yielding(json, inline_bytes)
+function _M.apply_yielding(json, inline_bytes, len)
     local sleep = ngx and ngx.sleep
     local tries, busy_until = 0, nil
     while tries < APPLY_TRIES do
-        local state, n, rc = _M.apply_or_start(json, inline_bytes)
+        local state, n, rc = _M.apply_or_start(json, inline_bytes, len)
         if state == "started" then
             local seq = n
             repeat
@@ -1057,6 +1069,28 @@ function _M.generation()
         return nil, _M.result_name(tonumber(rc))
     end
     return tonumber(u64_out[0])
+end
+
+
+-- The shared dict's backends counter (configuration.lua's "backends_generation")
+-- whose document this worker's core has in force, and the core generation it was
+-- noted at: while both still hold, the stored document is the one in force, so
+-- the sync timer need not read it and a POST of the document in force need not
+-- compare it with the stored one.
+local counter_noted, noted_at_generation
+
+-- The document stored at dict counter `counter` (or a later one) is in force:
+-- noted by configuration.lua after storing the document it applied (when nobody
+-- stored another in between) and by balancer.lua after applying one it read.
+function _M.note_in_force(counter)
+    counter_noted, noted_at_generation = counter, _M.generation()
+end
+
+-- true when the dict's counter is `counter` and its document is the one in force
+-- here (noted so, nothing applied since)
+function _M.counter_in_force(counter)
+    return counter ~= nil and counter == counter_noted
+           and noted_at_generation ~= nil and _M.generation() == noted_at_generation
 end
 
 
