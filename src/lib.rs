@@ -24,6 +24,7 @@ mod snapshot;
 pub mod state;
 mod stats;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -120,7 +121,7 @@ impl Core {
     /// decoding; backends whose JSON text did not change are reused as they are (their
     /// balancing state included). On error nothing changes.
     pub fn apply_backends(&self, json: &[u8]) -> Result<ApplyReport, ConfigError> {
-        match self.apply_backends_or_start_locked(json, usize::MAX, None)? {
+        match self.apply_backends_or_start_locked(Cow::Borrowed(json), usize::MAX, None)? {
             Progress::Applied(report) => Ok(report),
             // No budget: never deferred.
             Progress::Started | Progress::Busy => unreachable!("apply without a budget was deferred"),
@@ -140,6 +141,17 @@ impl Core {
     /// once, a large one (a first configuration, a controller that rewrote every
     /// backend) does not stall the requests in flight.
     pub fn apply_backends_or_start(&self, json: &[u8], inline_bytes: usize) -> Result<Progress, ConfigError> {
+        self.apply_backends_or_start_cow(Cow::Borrowed(json), inline_bytes)
+    }
+
+    /// [`Core::apply_backends_or_start`] with a document the caller gives away: a
+    /// large change is compiled from it as it is, where the borrowing version copies it
+    /// first (a copy of megabytes on the caller's thread, into fresh pages).
+    pub fn apply_backends_or_start_owned(&self, json: Vec<u8>, inline_bytes: usize) -> Result<Progress, ConfigError> {
+        self.apply_backends_or_start_cow(Cow::Owned(json), inline_bytes)
+    }
+
+    fn apply_backends_or_start_cow(&self, json: Cow<'_, [u8]>, inline_bytes: usize) -> Result<Progress, ConfigError> {
         let mut build = self.build.lock();
         if build.is_some() {
             return Ok(Progress::Busy);
@@ -151,14 +163,14 @@ impl Core {
     /// for an apply that never defers.
     fn apply_backends_or_start_locked(
         &self,
-        json: &[u8],
+        json: Cow<'_, [u8]>,
         inline_bytes: usize,
         build: Option<&mut Option<background::Build>>,
     ) -> Result<Progress, ConfigError> {
         let _guard = self.apply_lock.lock();
         let prev = self.current.load_full();
         let budget = if build.is_some() { inline_bytes } else { usize::MAX };
-        match Snapshot::compile_within(json, &prev, budget)? {
+        match Snapshot::compile_within(&json, &prev, budget)? {
             Compiled::Same => {
                 let n = prev.backends.len();
                 Ok(Progress::Applied(ApplyReport { backends: n, reused: n, unchanged: true, ..Default::default() }))
@@ -167,7 +179,7 @@ impl Core {
                 self.publish(next, &report);
                 Ok(Progress::Applied(report))
             }
-            Compiled::Deferred => match background::Build::start(json.to_vec(), prev) {
+            Compiled::Deferred => match background::Build::start(json.into_owned(), prev) {
                 Ok(started) => {
                     if let Some(slot) = build {
                         *slot = Some(started);

@@ -67,6 +67,30 @@ fn a_small_change_is_applied_at_once_a_large_one_in_the_background() {
 }
 
 #[test]
+fn an_owned_document_is_applied_like_a_borrowed_one() {
+    let core = Core::new();
+    // Large: compiled from the given document.
+    assert_eq!(core.apply_backends_or_start_owned(doc(300, 10, 1), 1024), Ok(Progress::Started));
+    assert_eq!(core.apply_backends_or_start_owned(doc(300, 10, 1), 1024), Ok(Progress::Busy));
+    match wait(&core) {
+        Collected::Applied(r) => assert_eq!((r.backends, r.rebuilt), (300, 300)),
+        other => panic!("{other:?}"),
+    }
+    assert!(pick(&core, "b0").unwrap().starts_with("10.1."));
+    // Small: applied here; the same again: unchanged; malformed: rejected at once.
+    match core.apply_backends_or_start_owned(doc(300, 10, 3), 1024) {
+        Ok(Progress::Applied(r)) => assert_eq!((r.rebuilt, r.reused), (1, 299)),
+        other => panic!("{other:?}"),
+    }
+    match core.apply_backends_or_start_owned(doc(300, 10, 3), 1024) {
+        Ok(Progress::Applied(r)) => assert!(r.unchanged),
+        other => panic!("{other:?}"),
+    }
+    assert!(core.apply_backends_or_start_owned(b"[{".to_vec(), 1024).is_err());
+    assert!(pick(&core, "b0").unwrap().starts_with("10.3."));
+}
+
+#[test]
 fn a_small_malformed_document_is_rejected_at_once_a_large_one_in_the_background() {
     let core = Core::new();
     core.apply_backends(&doc(3, 2, 1)).unwrap();

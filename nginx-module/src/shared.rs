@@ -382,7 +382,8 @@ impl Zone {
             return;
         }
         if generation != 0 && self.kind == Kind::Backends && may_defer {
-            match crate::core().apply_backends_or_start(&doc, INLINE_APPLY_BYTES) {
+            // The copy taken under the lock is the one a large change compiles from.
+            match crate::core().apply_backends_or_start_owned(doc, INLINE_APPLY_BYTES) {
                 Ok(Progress::Started) => {
                     self.kind.pending().store(generation, Ordering::Relaxed);
                     return;
