@@ -313,14 +313,35 @@ impl Body {
     }
 }
 
-/// The links of a body chain that hold data, or `None` if one of them is in a file.
-/// At most 64 (a body of more links is copied).
+/// The shape of a body chain held in memory, from one pass over its links with data
+/// (any number of them: nginx adds one per read).
+struct Layout {
+    /// The first and the last link with data, and how many there are.
+    first: *mut ngx_chain_t,
+    last: *mut ngx_chain_t,
+    n: usize,
+    /// Where the second link's data starts (null with fewer than two).
+    second_pos: *mut u8,
+    /// The second link's data starts where the first one's ends.
+    first_joins_second: bool,
+    /// From the second link on, each one's data starts where the previous one's ends.
+    consecutive_from_second: bool,
+}
+
+/// The [`Layout`] of a body chain, or `None` if one of its links is in a file.
 ///
 /// # Safety
 /// `rb` is a request's body structure whose chain is complete.
-unsafe fn memory_links(rb: *mut ngx_http_request_body_t) -> Option<([*mut ngx_chain_t; 64], usize)> {
-    let mut out = [ptr::null_mut(); 64];
-    let mut n = 0;
+unsafe fn memory_layout(rb: *mut ngx_http_request_body_t) -> Option<Layout> {
+    let mut l = Layout {
+        first: ptr::null_mut(),
+        last: ptr::null_mut(),
+        n: 0,
+        second_pos: ptr::null_mut(),
+        first_joins_second: false,
+        consecutive_from_second: true,
+    };
+    let mut prev_last = ptr::null_mut::<u8>();
     // SAFETY: rb is valid (caller); every link of its chain has a valid buffer.
     let mut cl = unsafe { (*rb).bufs };
     while !cl.is_null() {
@@ -330,16 +351,22 @@ unsafe fn memory_links(rb: *mut ngx_http_request_body_t) -> Option<([*mut ngx_ch
             return None;
         }
         if !b.pos.is_null() && b.last > b.pos {
-            if n == out.len() {
-                return None;
+            match l.n {
+                0 => l.first = cl,
+                1 => {
+                    l.second_pos = b.pos;
+                    l.first_joins_second = b.pos == prev_last;
+                }
+                _ => l.consecutive_from_second &= b.pos == prev_last,
             }
-            out[n] = cl;
-            n += 1;
+            l.last = cl;
+            l.n += 1;
+            prev_last = b.last;
         }
         // SAFETY: as above.
         cl = unsafe { (*cl).next };
     }
-    Some((out, n))
+    Some(l)
 }
 
 /// The whole body (`total` bytes) as one stretch of memory in the request's pool, when
@@ -359,25 +386,24 @@ unsafe fn memory_links(rb: *mut ngx_http_request_body_t) -> Option<([*mut ngx_ch
 /// `rb` is the request's body structure, read completely, in no other use.
 unsafe fn contiguous_body(rb: *mut ngx_http_request_body_t, total: usize) -> Option<*const u8> {
     // SAFETY: the caller's.
-    let (links, n) = unsafe { memory_links(rb) }?;
-    if n == 0 {
+    let l = unsafe { memory_layout(rb) }?;
+    if l.n == 0 {
         return None;
     }
-    // SAFETY: every link in `links` is a live link of the chain with a memory buffer.
-    let buf = |i: usize| unsafe { &*(*links[i]).buf };
-    let consecutive_from = |first: usize| (first + 1..n).all(|i| buf(i).pos == buf(i - 1).last);
-    if consecutive_from(0) {
-        return Some(buf(0).pos);
+    // SAFETY: l.first and l.last are live links of the chain with memory buffers.
+    let (first, last) = unsafe { (&*(*l.first).buf, &*(*l.last).buf) };
+    if l.consecutive_from_second && (l.n == 1 || l.first_joins_second) {
+        return Some(first.pos);
     }
     // SAFETY: rb is valid.
     let body_buf = unsafe { (*rb).buf };
-    if n < 2 || body_buf.is_null() || !consecutive_from(1) {
+    if body_buf.is_null() || !l.consecutive_from_second {
         return None;
     }
     // SAFETY: rb->buf is the body buffer nginx allocated in the request's pool.
     let (start, end) = unsafe { ((*body_buf).start, (*body_buf).end) };
-    // SAFETY: buf(0) is a memory buffer: pos..last in one allocation.
-    let head = unsafe { buf(0).last.offset_from(buf(0).pos) } as usize;
+    // SAFETY: the first link's buffer is in memory: pos..last in one allocation.
+    let head = unsafe { first.last.offset_from(first.pos) } as usize;
     let room = if end > start {
         // SAFETY: start..end is one allocation.
         unsafe { end.offset_from(start) as usize }
@@ -385,26 +411,26 @@ unsafe fn contiguous_body(rb: *mut ngx_http_request_body_t, total: usize) -> Opt
         0
     };
     let in_body_buf = |p: *mut u8| p >= start && p < end;
-    if buf(1).pos != start || room < total || head >= total || in_body_buf(buf(0).pos) {
+    if l.second_pos != start || room < total || head >= total || in_body_buf(first.pos) {
         return None;
     }
+    let (from, last_buf) = (first.pos, last.last_buf());
     // SAFETY: start..start+total lies in the body buffer (room >= total); the rest of
     // the body occupies start..start+total-head and moves to start+head (memmove
-    // semantics: the ranges overlap); the header's part (head bytes, outside the body
-    // buffer) is copied to start. Then the first link covers the whole body and ends
-    // the chain; the other links are left to the pool.
+    // semantics: the ranges overlap); the header's part (head bytes at `from`, outside
+    // the body buffer) is copied to start. Then the first link covers the whole body
+    // and ends the chain; the other links are left to the pool.
     unsafe {
         ptr::copy(start, start.add(head), total - head);
-        ptr::copy_nonoverlapping(buf(0).pos, start, head);
-        let last_buf = buf(n - 1).last_buf();
-        let first = &mut *(*links[0]).buf;
+        ptr::copy_nonoverlapping(from, start, head);
+        let first = &mut *(*l.first).buf;
         first.start = start;
         first.pos = start;
         first.last = start.add(total);
         first.end = start.add(total);
         first.set_last_buf(last_buf);
-        (*rb).bufs = links[0];
-        (*links[0]).next = ptr::null_mut();
+        (*rb).bufs = l.first;
+        (*l.first).next = ptr::null_mut();
     }
     Some(start)
 }
