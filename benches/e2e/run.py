@@ -456,23 +456,25 @@ def request(port, method, path, body=None, headers=None, timeout=30):
         c.close()
 
 
-def post(gw, doc, what):
+def post_answered(gw, doc, what):
+    """POST the backends document: the seconds to the 201 and the response (Fail on
+    any other status)."""
     t = time.monotonic()
-    status, body, _ = request(gw.port, "POST", "/configuration/backends", doc)
+    status, body, r = request(gw.port, "POST", "/configuration/backends", doc)
     dt = time.monotonic() - t
     if status != 201:
         raise Fail("%s: POST /configuration/backends (%s, %d bytes) answered %d: %s"
                    % (gw.name, what, len(doc), status, body[:300].decode(errors="replace")))
-    return dt
+    return dt, r
+
+
+def post(gw, doc, what):
+    return post_answered(gw, doc, what)[0]
 
 
 def post_to(gw, doc, what):
-    """post(), and the pid of the worker that answered (X-Worker)."""
-    status, body, r = request(gw.port, "POST", "/configuration/backends", doc)
-    if status != 201:
-        raise Fail("%s: POST /configuration/backends (%s, %d bytes) answered %d: %s"
-                   % (gw.name, what, len(doc), status, body[:300].decode(errors="replace")))
-    return int(r.getheader("X-Worker") or 0)
+    """post(), returning the pid of the worker that answered (X-Worker)."""
+    return int(post_answered(gw, doc, what)[1].getheader("X-Worker") or 0)
 
 
 # seconds after a POST before the workers' event-loop time is read again: every worker
